@@ -1,0 +1,157 @@
+"""The `videor1` command line: one sub-command per pipeline stage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from videor1.data.dataset import DatasetError, LoadedDataset
+
+app = typer.Typer(help="videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO).", no_args_is_help=True)
+data_app = typer.Typer(help="Validate, inspect and synthesize Video-R1-format datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="Build tiny offline models for tests and demos.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def _progress(description: str):
+    """A progress bar whose callback takes (done, total)."""
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _counts_table(title: str, counts: Counter[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(title.split(" by ")[-1])
+    table.add_column("rows", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(counts.values()) or 1
+    for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(key, str(count), f"{100 * count / total:.1f}%")
+    return table
+
+
+def _print_distribution(dataset: LoadedDataset) -> None:
+    console.print(
+        f"{dataset.source}: {dataset.num_rows} rows, {len(dataset.samples)} valid, {dataset.bad_rows} with problems"
+    )
+    for key in ("data_type", "problem_type", "data_source"):
+        console.print(_counts_table(f"valid rows by {key}", dataset.counts(key)))
+    cross = Table(title="data_type x problem_type", title_justify="left")
+    cross.add_column("problem_type")
+    data_types = sorted(dataset.counts("data_type"))
+    for data_type in data_types:
+        cross.add_column(data_type, justify="right")
+    pairs = Counter((s.problem_type, s.data_type) for s in dataset.samples)
+    for problem_type in sorted({p for p, _ in pairs}):
+        cross.add_row(problem_type, *(str(pairs[(problem_type, d)]) for d in data_types))
+    console.print(cross)
+
+
+@data_app.command("validate")
+def data_validate(
+    file: Annotated[Path, typer.Argument(help="JSON, JSONL, parquet or a datasets folder")],
+    media_root: Annotated[Path, typer.Option(help="folder the rows' paths are relative to")],
+    check_media: Annotated[bool, typer.Option("--check-media", help="decode every image and video")] = False,
+    require_process: Annotated[bool, typer.Option(help="rows must carry a <think> rationale (SFT data)")] = False,
+    fps: Annotated[float, typer.Option(help="video sampling rate for --check-media")] = 2.0,
+    min_frames: Annotated[int, typer.Option(help="fewest frames a video must give")] = 4,
+    max_frames: Annotated[int, typer.Option(help="most frames sampled per video")] = 16,
+) -> None:
+    """Check every row (and with --check-media every file); exit 1 when anything is bad."""
+    from videor1.config import MediaConfig
+    from videor1.data.validate import validate
+
+    media = MediaConfig(fps=fps, min_frames=min_frames, max_frames=max_frames)
+    try:
+        if check_media:
+            with _progress("decoding media") as progress:
+                report = validate(
+                    file, media_root, check=True, media=media, require_process=require_process, progress=progress
+                )
+        else:
+            report = validate(file, media_root, require_process=require_process)
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    _print_distribution(report.dataset)
+    for problem in report.dataset.problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    for problem in report.media_problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    summary = f"{report.dataset.bad_rows} bad rows"
+    if check_media:
+        summary += f", {len(report.media_problems)} bad media files of {report.media_checked} checked"
+    console.print(("[green]OK[/green]: " if report.ok else "[red]FAILED[/red]: ") + summary)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@data_app.command("stats")
+def data_stats(file: Annotated[Path, typer.Argument(help="JSON, JSONL, parquet or a datasets folder")]) -> None:
+    """Print the distribution of a dataset by data_type, problem_type and data_source."""
+    from videor1.data.dataset import load_dataset
+
+    try:
+        dataset = load_dataset(file, file.parent if file.is_file() else file)
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    _print_distribution(dataset)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="output folder")],
+    n: Annotated[int, typer.Option(help="training rows")] = 200,
+    n_test: Annotated[int | None, typer.Option(help="test rows (default n/4)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same data")] = 0,
+    size: Annotated[int, typer.Option(help="frame and image side in pixels")] = 112,
+) -> None:
+    """Write a synthetic Video-R1-format dataset with real mp4 videos and PNG images."""
+    from videor1.data.synthetic import generate
+
+    with _progress("synthesizing") as progress:
+        summary = generate(out, n=n, n_test=n_test, seed=seed, size=size, progress=progress)
+    console.print(f"wrote {summary.train_json} and {summary.test_json}")
+
+
+@models_app.command("tiny")
+def models_tiny(
+    out: Annotated[Path, typer.Argument(help="output folder")],
+    family: Annotated[str, typer.Option(help="qwen2_vl, qwen2_5_vl or qwen3_vl")] = "qwen2_5_vl",
+    corpus: Annotated[Path | None, typer.Option(help="a dataset file whose texts train the tokenizer")] = None,
+    seed: Annotated[int, typer.Option(help="initialisation seed")] = 0,
+) -> None:
+    """Build a tiny random-initialised model with a locally trained tokenizer and save it."""
+    from videor1.models.tiny import FAMILIES, build_tiny, dataset_corpus
+
+    if family not in FAMILIES:
+        err_console.print(f"[red]error:[/red] unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise typer.Exit(2)
+    texts = dataset_corpus(corpus) if corpus is not None else []
+    path = build_tiny(out, family=family, corpus=texts, seed=seed)  # type: ignore[arg-type]
+    console.print(f"wrote a tiny {family} model to {path}")
+
+
+if __name__ == "__main__":
+    app()

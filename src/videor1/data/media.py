@@ -1,0 +1,489 @@
+"""Media decoding: images with PIL, videos with PyAV; frame sampling and smart-resize.
+
+Sampling and resizing follow qwen-vl-utils (`smart_nframes`, `calculate_video_frame_range`) and the
+Qwen2-VL processor (`smart_resize`), so the frames, their count and the reported `sample_fps` are what
+the processor expects and temporal positions agree between training, generation and evaluation.
+
+Deviations from qwen-vl-utils, on purpose:
+- Videos are read with PyAV by seeking to the sampled times and decoding only what is needed (the
+  reference readers decode the whole clip, or need decord). Frames are matched to the sampled
+  indices by their presentation timestamps, so streams whose pts do not start at 0 work.
+- Every failure raises `MediaError` (missing, unreadable, truncated, too short): the original
+  Video-R1 substituted a fixed file on a decode error and trained on the wrong question/answer pair.
+- Frames are resized once, here, with PIL bicubic (antialiased when shrinking) for images and video
+  alike; qwen-vl-utils uses the same filter (torchvision bicubic with antialias matches PIL's).
+  Frames stay uint8; the processor rescales and normalises.
+- A video's rotation metadata is ignored, as in qwen-vl-utils; images are EXIF-transposed, as in
+  transformers' `load_image`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+# Qwen-VL's temporal patch size: the vision tower merges consecutive frames in pairs, so a sampled
+# frame count must be even (qwen-vl-utils' FRAME_FACTOR).
+FRAME_FACTOR = 2
+
+# Qwen's smart_resize refuses extreme aspect ratios (the same bound as transformers / qwen-vl-utils).
+_MAX_ASPECT_RATIO = 200
+
+# A seek flushes the decoder and refills its frame-thread pipeline before the first frame comes out;
+# measured on 448x448 H.264 (benchmarks/media_decode.py) it costs about as much as decoding this many
+# frames, so a jump is taken only when it skips more frames than that.
+_SEEK_COST_FRAMES = 8
+
+
+class MediaError(Exception):
+    """A media file that cannot be used, with the path and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # keep the two-argument constructor through pickling (DataLoader workers send errors back)
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """How many video frames to sample and from which window (qwen-vl-utils semantics)."""
+
+    fps: float = 2.0
+    """Frames sampled per second of video (ignored when `nframes` is set)."""
+    min_frames: int = 4
+    """Fewest frames sampled; a clip (window) with fewer frames is rejected as too short."""
+    max_frames: int = 16
+    """Most frames sampled."""
+    nframes: int | None = None
+    """Explicit frame count (rounded to even); overrides `fps`, `min_frames` and `max_frames`."""
+    start: float | None = None
+    """Window start in seconds (None: the clip's start)."""
+    end: float | None = None
+    """Window end in seconds (None: the clip's end)."""
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be positive, got {self.min_frames}")
+        if self.max_frames < self.min_frames:
+            raise ValueError(f"max_frames ({self.max_frames}) must be >= min_frames ({self.min_frames})")
+        if self.max_frames < FRAME_FACTOR:
+            raise ValueError(f"max_frames must be >= {FRAME_FACTOR}, got {self.max_frames}")
+        if self.nframes is not None and self.nframes < FRAME_FACTOR:
+            raise ValueError(f"nframes must be >= {FRAME_FACTOR}, got {self.nframes}")
+        if self.start is not None and self.start < 0:
+            raise ValueError(f"start must be >= 0, got {self.start}")
+        if self.end is not None and not self.end > 0:
+            raise ValueError(f"end must be positive, got {self.end}")
+        if self.start is not None and self.end is not None and not self.start < self.end:
+            raise ValueError(f"start ({self.start}) must be < end ({self.end})")
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    """Per-image (per-frame) pixel budget for smart_resize; the values come from the caller's config."""
+
+    min_pixels: int
+    """Smallest area after resizing."""
+    max_pixels: int
+    """Largest area after resizing."""
+    factor: int = 28
+    """Sides are multiples of this: patch_size * merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL)."""
+
+    def __post_init__(self) -> None:
+        if self.factor < 1:
+            raise ValueError(f"factor must be positive, got {self.factor}")
+        if self.min_pixels < 1:
+            raise ValueError(f"min_pixels must be positive, got {self.min_pixels}")
+        if self.max_pixels < self.min_pixels:
+            raise ValueError(f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says about its main video stream."""
+
+    fps: float
+    total_frames: int
+    duration: float
+    width: int
+    height: int
+
+
+@dataclass
+class DecodedVideo:
+    """Sampled, resized frames of one video and where they came from."""
+
+    frames: torch.Tensor
+    """[F, 3, H, W] uint8, already smart-resized."""
+    frame_indices: list[int]
+    """Index in the whole clip of each sampled frame."""
+    timestamps: list[float]
+    """Presentation time of each frame in seconds, from the stream's start."""
+    video_fps: float
+    total_frames: int
+    duration: float
+    sample_fps: float
+    """nframes / frames in the window * video_fps (qwen-vl-utils); pass it to the processor."""
+    path: Path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure rules: resize and frame sampling
+
+
+def smart_resize(
+    height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """(height, width) rounded to multiples of `factor` with area in [min_pixels, max_pixels], as Qwen-VL."""
+    # The exact rule of transformers' qwen2_vl smart_resize (including Python's round-half-to-even),
+    # so the processor finds nothing left to resize.
+    if max(height, width) / min(height, width) > _MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than {_MAX_ASPECT_RATIO}, "
+            f"got {max(height, width) / min(height, width)}"
+        )
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def frame_window(total_frames: int, video_fps: float, sampling: FrameSampling) -> tuple[int, int]:
+    """First and last frame index (inclusive) of the sampling window (qwen-vl-utils' frame range)."""
+    if total_frames < 1:
+        raise ValueError(f"no frames (total_frames={total_frames})")
+    if sampling.start is None and sampling.end is None:
+        return 0, total_frames - 1
+    duration = total_frames / video_fps
+    start_frame = 0
+    end_frame = total_frames - 1
+    if sampling.start is not None:
+        start_frame = math.ceil(min(sampling.start, duration) * video_fps)
+    if sampling.end is not None:
+        end_frame = min(math.floor(min(sampling.end, duration) * video_fps), total_frames - 1)
+    if start_frame >= end_frame:
+        raise ValueError(
+            f"window {sampling.start}-{sampling.end} s holds fewer than {FRAME_FACTOR} frames "
+            f"of a {duration:.2f} s clip"
+        )
+    return start_frame, end_frame
+
+
+def sample_frame_indices(total_frames: int, video_fps: float, sampling: FrameSampling) -> list[int]:
+    """Indices of the frames to sample: an even count >= 2, uniform over the window (qwen-vl-utils)."""
+    start_frame, end_frame = frame_window(total_frames, video_fps, sampling)
+    window_frames = end_frame - start_frame + 1
+    if sampling.nframes is not None:
+        nframes = round(sampling.nframes / FRAME_FACTOR) * FRAME_FACTOR
+    else:
+        min_frames = math.ceil(sampling.min_frames / FRAME_FACTOR) * FRAME_FACTOR
+        max_frames = math.floor(min(sampling.max_frames, window_frames) / FRAME_FACTOR) * FRAME_FACTOR
+        nframes = window_frames / video_fps * sampling.fps
+        nframes = min(max(nframes, min_frames), max_frames)
+        nframes = math.floor(nframes / FRAME_FACTOR) * FRAME_FACTOR
+    if not FRAME_FACTOR <= nframes <= window_frames:
+        raise ValueError(f"cannot sample {nframes} frames from a window of {window_frames} frames")
+    # torch float32 linspace + round, exactly as qwen-vl-utils, so the same indices come out
+    return torch.linspace(start_frame, end_frame, nframes).round().long().tolist()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Video
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise MediaError(path, "missing file")
+    try:
+        return av.open(str(path), mode="r")
+    except av.FFmpegError as e:
+        raise MediaError(path, f"unreadable: {e}") from e
+
+
+def _video_stream(path: Path, container: av.container.InputContainer) -> tuple[av.VideoStream, VideoInfo]:
+    if not container.streams.video:
+        raise MediaError(path, "unreadable: no video stream")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0:
+        raise MediaError(path, "unreadable: unknown frame rate")
+    fps = float(rate)
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        # Matroska has no per-stream duration; the whole file's is the best the header offers
+        duration = container.duration / av.time_base
+    else:
+        duration = stream.frames / fps
+    # stream.frames is exact where the container stores a sample table (mp4); 0 means unknown
+    total_frames = stream.frames if stream.frames > 0 else round(duration * fps)
+    if duration <= 0:
+        duration = total_frames / fps
+    if total_frames < 1:
+        raise MediaError(path, "unreadable: no frames")
+    info = VideoInfo(fps, total_frames, duration, stream.codec_context.width, stream.codec_context.height)
+    return stream, info
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame rate, frame count, duration and size from the header, without decoding."""
+    path = Path(path)
+    with _open(path) as container:
+        return _video_stream(path, container)[1]
+
+
+class _FrameReader:
+    """The decoded frame nearest each requested time, walking forward through the stream and seeking
+    only when a jump skips more decoding than the seek costs."""
+
+    def __init__(
+        self, path: Path, container: av.container.InputContainer, stream: av.VideoStream, info: VideoInfo
+    ) -> None:
+        self._path = path
+        self._container = container
+        self._stream = stream
+        self._info = info
+        self._time_base = float(stream.time_base)
+        self._start_pts = stream.start_time or 0  # mpeg-ts and cut clips do not start at pts 0
+        self._period = 1.0 / info.fps
+        # mp4 sample tables and mkv cues list every keyframe at open; mpeg-ts fills its index while
+        # reading, which says nothing about keyframes ahead, so only an index present at open is used
+        self._index = stream.index_entries if len(stream.index_entries) > 0 else None
+        self._frames = None  # decoder iterator; None until the first read or seek
+        self._pending: av.VideoFrame | None = None  # decoded, not yet walked past
+        self._prev: av.VideoFrame | None = None  # last frame before the current target
+        self._last_time: float | None = None  # time of the last decoded frame since the last seek
+        self._decoded_until: float | None = None  # latest time decoded at all (for error messages)
+        self._keyframe_times: list[float] = []  # keyframes met while decoding (index-less streams)
+
+    def time(self, frame: av.VideoFrame) -> float:
+        """Seconds from the stream's start."""
+        return (frame.pts - self._start_pts) * self._time_base
+
+    def frame_at(self, t: float) -> av.VideoFrame:
+        """The decoded frame whose timestamp is nearest `t`; call with increasing `t`."""
+        if self._should_seek(t):
+            self._seek_before(t)
+        return self._walk_to(t)
+
+    def _should_seek(self, t: float) -> bool:
+        if self._frames is None:
+            pos = -self._period  # nothing decoded: frame 0 is the next one out
+        elif self._last_time is None or t <= self._last_time:
+            return False
+        else:
+            pos = self._last_time
+        if self._index is not None:
+            # a seek lands on the keyframe before t (index timestamps are decode times, a few frames
+            # early with B-frames: close enough to choose a strategy); it pays off when it skips
+            # more frames than it costs
+            i = self._index.search_timestamp(self._pts(t), backward=True)
+            keyframe = (self._index[i].timestamp - self._start_pts) * self._time_base if i >= 0 else 0.0
+            return (keyframe - pos) / self._period > _SEEK_COST_FRAMES
+        # no index: where the next keyframe is is unknown; seek only for jumps longer than the
+        # longest keyframe interval met so far (so a jump surely crosses a keyframe)
+        intervals = np.diff(self._keyframe_times)
+        if self._frames is None or len(intervals) == 0:
+            return self._frames is None and t > self._period / 2
+        return t - pos > intervals.max() + _SEEK_COST_FRAMES * self._period
+
+    def _pts(self, t: float) -> int:
+        return round(t / self._time_base) + self._start_pts
+
+    def _seek_before(self, t: float) -> None:
+        # a seek should land on a keyframe at or before t; with estimated indexes (mpeg-ts) or past
+        # the last packet (a truncated file) it may not: step back, doubling, until it does
+        back = 0.0
+        while True:
+            target = max(0.0, t - back)
+            self._container.seek(self._pts(target), stream=self._stream, backward=True)
+            self._frames = self._container.decode(self._stream)
+            self._pending = self._prev = self._last_time = None
+            first = self._next()
+            if target == 0.0 or (first is not None and self.time(first) <= t + self._period / 2):
+                self._pending = first
+                return
+            back = max(2 * back, self._period)
+
+    def _next(self) -> av.VideoFrame | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        if self._frames is None:
+            self._frames = self._container.decode(self._stream)
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            return None
+        except av.FFmpegError as e:
+            raise MediaError(self._path, f"truncated: decoding failed after {self._where()} ({e})") from e
+        if frame.pts is None:
+            raise MediaError(self._path, f"unreadable: frame without a timestamp after {self._where()}")
+        self._last_time = self.time(frame)
+        self._decoded_until = max(self._decoded_until or 0.0, self._last_time)
+        if frame.key_frame and (not self._keyframe_times or self._last_time > self._keyframe_times[-1]):
+            self._keyframe_times.append(self._last_time)
+        return frame
+
+    def _where(self) -> str:
+        return f"{self._decoded_until or 0.0:.2f} s of {self._info.duration:.2f} s"
+
+    def _walk_to(self, t: float) -> av.VideoFrame:
+        half = self._period / 2
+        while True:
+            frame = self._next()
+            if frame is None:
+                # end of stream: the last frame serves only if it is the one nearest t
+                if self._prev is not None and t - self.time(self._prev) <= half:
+                    return self._prev
+                raise MediaError(
+                    self._path,
+                    f"truncated: decoded frames end at {self._where()}, frame needed at {t:.2f} s"
+                    if self._decoded_until is not None
+                    else f"truncated: no frame decodes ({self._info.duration:.2f} s in the header)",
+                )
+            ft = self.time(frame)
+            if ft < t - half:
+                self._prev = frame
+                continue
+            # first frame at or past t - half: it or the previous one is nearest (gaps in VFR video)
+            if ft > t + half and self._prev is not None and t - self.time(self._prev) <= ft - t:
+                self._pending = frame
+                return self._prev
+            self._prev = frame
+            return frame
+
+
+def _resize_frame(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """RGB [H, W, 3] uint8 at size (height, width), with the same filter as images."""
+    image = frame.to_image()
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget) -> DecodedVideo:
+    """Decode the sampled frames of a video, resized under `budget`; raises MediaError on any failure."""
+    path = Path(path)
+    with _open(path) as container:
+        stream, info = _video_stream(path, container)
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost here
+        try:
+            start_frame, end_frame = frame_window(info.total_frames, info.fps, sampling)
+        except ValueError as e:
+            raise MediaError(path, f"too short: {e}") from e
+        window_frames = end_frame - start_frame + 1
+        need = sampling.min_frames if sampling.nframes is None else max(FRAME_FACTOR, sampling.nframes)
+        if window_frames < need:
+            raise MediaError(path, f"too short: {window_frames} frames, need at least {need}")
+        indices = sample_frame_indices(info.total_frames, info.fps, sampling)
+        try:
+            size = smart_resize(
+                info.height,
+                info.width,
+                factor=budget.factor,
+                min_pixels=budget.min_pixels,
+                max_pixels=budget.max_pixels,
+            )
+        except ValueError as e:
+            raise MediaError(path, f"unusable size {info.width}x{info.height}: {e}") from e
+
+        reader = _FrameReader(path, container, stream, info)
+        decoded: dict[int, tuple[np.ndarray, float]] = {}
+        for index in sorted(set(indices)):
+            try:
+                frame = reader.frame_at(index / info.fps)
+            except av.FFmpegError as e:  # a failed seek or demux
+                raise MediaError(path, f"unreadable: {e}") from e
+            decoded[index] = (_resize_frame(frame, size), reader.time(frame))
+
+    frames = torch.from_numpy(np.stack([decoded[i][0] for i in indices])).permute(0, 3, 1, 2)  # [F, 3, H, W]
+    return DecodedVideo(
+        frames=frames.contiguous(),
+        frame_indices=indices,
+        timestamps=[decoded[i][1] for i in indices],
+        video_fps=info.fps,
+        total_frames=info.total_frames,
+        duration=info.duration,
+        sample_fps=len(indices) / window_frames * info.fps,
+        path=path,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image
+
+
+def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
+    """Open an image as RGB, resized to its smart_resize size; raises MediaError on any failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "missing file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now, so a truncated or corrupt file fails here, not later
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
+                rgba = image.convert("RGBA")
+                image = Image.new("RGB", rgba.size, (255, 255, 255))
+                image.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        # PIL reports unknown formats, truncation and corrupt chunks as OSError / SyntaxError
+        raise MediaError(path, f"unreadable: {e}") from e
+    width, height = image.size
+    try:
+        h_bar, w_bar = smart_resize(
+            height, width, factor=budget.factor, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels
+        )
+    except ValueError as e:
+        raise MediaError(path, f"unusable size {width}x{height}: {e}") from e
+    if (w_bar, h_bar) != image.size:
+        image = image.resize((w_bar, h_bar), Image.Resampling.BICUBIC)
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing (tests, synthetic data, benchmarks)
+
+
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: float, *, codec: str = "libx264", gop: int = 12
+) -> None:
+    """Write frames [F, H, W, 3] uint8 to an mp4 (H and W even for yuv420p)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=round(fps) if float(fps).is_integer() else fps)
+        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        # crf 18 keeps synthetic colours close to the source so answers read from pixels stay true
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
