@@ -20,8 +20,8 @@ models_app = typer.Typer(help="Build tiny offline models for tests and demos.", 
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -96,9 +96,9 @@ def data_validate(
         raise typer.Exit(2) from exc
     _print_distribution(report.dataset)
     for problem in report.dataset.problems:
-        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        console.print(str(problem), markup=False, highlight=False)
     for problem in report.media_problems:
-        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        console.print(str(problem), markup=False, highlight=False)
     summary = f"{report.dataset.bad_rows} bad rows"
     if check_media:
         summary += f", {len(report.media_problems)} bad media files of {report.media_checked} checked"

@@ -6,13 +6,17 @@ the processor expects and temporal positions agree between training, generation 
 
 Deviations from qwen-vl-utils, on purpose:
 - Videos are read with PyAV by seeking to the sampled times and decoding only what is needed (the
-  reference readers decode the whole clip, or need decord). Frames are matched to the sampled
-  indices by their presentation timestamps, so streams whose pts do not start at 0 work.
+  reference readers decode the whole clip, or need decord). Sampled index i means time i / video_fps
+  from the stream's start, and the frame with the nearest presentation timestamp is taken, so streams
+  whose pts do not start at 0 work; in variable-frame-rate video that is the frame shown at that time,
+  where decord would take the i-th frame in decode order.
+- A clip is checked only as far as the sampled frames need: a file cut after the sampling window
+  still loads, with the right frames; one cut before a sampled frame raises.
 - Every failure raises `MediaError` (missing, unreadable, truncated, too short): the original
   Video-R1 substituted a fixed file on a decode error and trained on the wrong question/answer pair.
-- Frames are resized once, here, with PIL bicubic (antialiased when shrinking) for images and video
-  alike; qwen-vl-utils uses the same filter (torchvision bicubic with antialias matches PIL's).
-  Frames stay uint8; the processor rescales and normalises.
+- Frames and images are resized once, here, with one filter: torch's uint8 bicubic with antialias
+  (qwen-vl-utils uses torchvision bicubic for video and PIL bicubic for images; both are within a few
+  levels of it). Pixels stay uint8; the processor rescales and normalises.
 - A video's rotation metadata is ignored, as in qwen-vl-utils; images are EXIF-transposed, as in
   transformers' `load_image`.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 # Qwen-VL's temporal patch size: the vision tower merges consecutive frames in pairs, so a sampled
@@ -35,10 +40,11 @@ FRAME_FACTOR = 2
 # Qwen's smart_resize refuses extreme aspect ratios (the same bound as transformers / qwen-vl-utils).
 _MAX_ASPECT_RATIO = 200
 
-# A seek flushes the decoder and refills its frame-thread pipeline before the first frame comes out;
-# measured on 448x448 H.264 (benchmarks/media_decode.py) it costs about as much as decoding this many
-# frames, so a jump is taken only when it skips more frames than that.
-_SEEK_COST_FRAMES = 8
+# A seek costs a keyframe decode (several times a P/B frame), the decoder's reorder delay and, with
+# frame threads, a pipeline refill before the first frame comes out. Measured on 448x448 H.264
+# (seek-and-decode vs decode-through across one keyframe, 2 CPU cores) the two break even between 16
+# and 24 skipped frames, so a jump is taken only when it skips more.
+_SEEK_COST_FRAMES = 16
 
 
 class MediaError(Exception):
@@ -143,9 +149,7 @@ class DecodedVideo:
 # Pure rules: resize and frame sampling
 
 
-def smart_resize(
-    height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int
-) -> tuple[int, int]:
+def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """(height, width) rounded to multiples of `factor` with area in [min_pixels, max_pixels], as Qwen-VL."""
     # The exact rule of transformers' qwen2_vl smart_resize (including Python's round-half-to-even),
     # so the processor finds nothing left to resize.
@@ -310,19 +314,29 @@ class _FrameReader:
         return round(t / self._time_base) + self._start_pts
 
     def _seek_before(self, t: float) -> None:
-        # a seek should land on a keyframe at or before t; with estimated indexes (mpeg-ts) or past
-        # the last packet (a truncated file) it may not: step back, doubling, until it does
+        # a seek should land on a keyframe at or before t; where the demuxer only estimates (mpeg-ts
+        # lands up to a GOP late) or past the last packet (a truncated file) it may not: step back,
+        # doubling, until it does, and at the start fall back to a byte seek
         back = 0.0
-        while True:
-            target = max(0.0, t - back)
-            self._container.seek(self._pts(target), stream=self._stream, backward=True)
-            self._frames = self._container.decode(self._stream)
-            self._pending = self._prev = self._last_time = None
-            first = self._next()
-            if target == 0.0 or (first is not None and self.time(first) <= t + self._period / 2):
-                self._pending = first
+        while t - back > 0:
+            if self._seek_lands(self._pts(t - back), t):
                 return
             back = max(2 * back, self._period)
+        if self._seek_lands(self._start_pts, t):
+            return
+        try:
+            # byte 0 is the start of an mpeg-ts stream; mp4 refuses byte seeks and keeps the above
+            self._seek_lands(0, t, unsupported_byte_offset=True)
+        except av.FFmpegError:
+            self._seek_lands(self._start_pts, t)
+
+    def _seek_lands(self, offset: int, t: float, **flags: bool) -> bool:
+        """Seek to `offset`; whether the first frame out is at or before t (it is kept pending)."""
+        self._container.seek(offset, stream=self._stream, backward=True, **flags)
+        self._frames = self._container.decode(self._stream)
+        self._pending = self._prev = self._last_time = None
+        self._pending = self._next()
+        return self._pending is not None and self.time(self._pending) <= t + self._period / 2
 
     def _next(self) -> av.VideoFrame | None:
         if self._pending is not None:
@@ -335,7 +349,7 @@ class _FrameReader:
         except StopIteration:
             return None
         except av.FFmpegError as e:
-            raise MediaError(self._path, f"truncated: decoding failed after {self._where()} ({e})") from e
+            raise MediaError(self._path, f"truncated or corrupt: decoding failed after {self._where()} ({e})") from e
         if frame.pts is None:
             raise MediaError(self._path, f"unreadable: frame without a timestamp after {self._where()}")
         self._last_time = self.time(frame)
@@ -373,26 +387,44 @@ class _FrameReader:
             return frame
 
 
-def _resize_frame(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """RGB [H, W, 3] uint8 at size (height, width), with the same filter as images."""
-    image = frame.to_image()
-    if image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
-    return np.asarray(image)
+def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[N, 3, H, W] uint8 -> [N, 3, *size] uint8, bicubic with antialias: one filter for frames and images."""
+    if tuple(images.shape[-2:]) == size:
+        return images
+    # torch's native uint8 bicubic: within 4 levels of PIL / torchvision (qwen-vl-utils' filters) and
+    # about 4x faster than either on CPU, which matters at 16-64 frames per sample
+    return F.interpolate(images, size=size, mode="bicubic", antialias=True)
 
 
-def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget) -> DecodedVideo:
-    """Decode the sampled frames of a video, resized under `budget`; raises MediaError on any failure."""
+def _frame_tensor(frame: av.VideoFrame, size: tuple[int, int]) -> torch.Tensor:
+    """A decoded frame as RGB [3, *size] uint8."""
+    rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)  # [3, H, W]
+    return _resize(rgb[None], size)[0]
+
+
+def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *, threads: int = 0) -> DecodedVideo:
+    """Decode the sampled frames of a video, resized under `budget`; raises MediaError on any failure.
+
+    `threads`: decoder threads, 0 for FFmpeg's choice (one per core, frame and slice threading); 1 suits
+    many DataLoader workers, where frame threading oversubscribes cores and delays every seek.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
     path = Path(path)
     with _open(path) as container:
         stream, info = _video_stream(path, container)
-        stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost here
+        stream.codec_context.thread_count = threads
+        if threads != 1:
+            stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost here
         try:
             start_frame, end_frame = frame_window(info.total_frames, info.fps, sampling)
         except ValueError as e:
             raise MediaError(path, f"too short: {e}") from e
         window_frames = end_frame - start_frame + 1
-        need = sampling.min_frames if sampling.nframes is None else max(FRAME_FACTOR, sampling.nframes)
+        # an explicit count is what sample_frame_indices will take (rounded to even), else min_frames
+        need = (
+            sampling.min_frames if sampling.nframes is None else round(sampling.nframes / FRAME_FACTOR) * FRAME_FACTOR
+        )
         if window_frames < need:
             raise MediaError(path, f"too short: {window_frames} frames, need at least {need}")
         indices = sample_frame_indices(info.total_frames, info.fps, sampling)
@@ -408,17 +440,17 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget) -
             raise MediaError(path, f"unusable size {info.width}x{info.height}: {e}") from e
 
         reader = _FrameReader(path, container, stream, info)
-        decoded: dict[int, tuple[np.ndarray, float]] = {}
+        decoded: dict[int, tuple[torch.Tensor, float]] = {}
         for index in sorted(set(indices)):
             try:
                 frame = reader.frame_at(index / info.fps)
             except av.FFmpegError as e:  # a failed seek or demux
                 raise MediaError(path, f"unreadable: {e}") from e
-            decoded[index] = (_resize_frame(frame, size), reader.time(frame))
+            # resize as we go: holding 64 full-size frames of a 4k clip would take gigabytes
+            decoded[index] = (_frame_tensor(frame, size), reader.time(frame))
 
-    frames = torch.from_numpy(np.stack([decoded[i][0] for i in indices])).permute(0, 3, 1, 2)  # [F, 3, H, W]
     return DecodedVideo(
-        frames=frames.contiguous(),
+        frames=torch.stack([decoded[i][0] for i in indices]),  # [F, 3, H, W]
         frame_indices=indices,
         timestamps=[decoded[i][1] for i in indices],
         video_fps=info.fps,
@@ -460,7 +492,8 @@ def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
     except ValueError as e:
         raise MediaError(path, f"unusable size {width}x{height}: {e}") from e
     if (w_bar, h_bar) != image.size:
-        image = image.resize((w_bar, h_bar), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # [3, H, W]; a writable copy
+        image = Image.fromarray(_resize(pixels[None], (h_bar, w_bar))[0].permute(1, 2, 0).numpy())
     return image
 
 
@@ -468,9 +501,7 @@ def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
 # Writing (tests, synthetic data, benchmarks)
 
 
-def write_video(
-    path: str | Path, frames: np.ndarray, fps: float, *, codec: str = "libx264", gop: int = 12
-) -> None:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, *, codec: str = "libx264", gop: int = 12) -> None:
     """Write frames [F, H, W, 3] uint8 to an mp4 (H and W even for yuv420p)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

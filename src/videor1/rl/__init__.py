@@ -1,0 +1,1 @@
+"""Reinforcement learning for video reasoning: advantages, losses and KL (`grpo`), rollouts and the trainer."""
