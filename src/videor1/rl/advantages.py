@@ -23,10 +23,11 @@ from torch import Tensor
 AdvantageFn = Callable[..., Tensor]
 
 
-def _check_rewards(rewards: Tensor) -> None:
-    """Raise unless rewards is a [B, G] tensor with G ≥ 1."""
+def _check_rewards(rewards: Tensor) -> Tensor:
+    """Rewards as a floating [B, G] tensor (float64 stays float64); raise unless [B, G] with G ≥ 1."""
     if rewards.dim() != 2 or rewards.shape[1] == 0:
         raise ValueError(f"expected rewards of shape [B, G] with G >= 1; got {tuple(rewards.shape)}")
+    return rewards if rewards.is_floating_point() else rewards.float()
 
 
 def _unbiased_std(values: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
@@ -46,8 +47,7 @@ def group_advantages(
     scale="group": unbiased std of each group (GRPO, Video-R1); "batch": unbiased std of all B*G rewards
     (the mean is still per group); "none": no division (Dr.GRPO, arXiv 2503.20783).
     """
-    _check_rewards(rewards)
-    rewards = rewards.float()  # [B, G]
+    rewards = _check_rewards(rewards)  # [B, G]
     centred = rewards - rewards.mean(dim=1, keepdim=True)  # [B, G]
     if scale == "none":
         return centred  # [B, G]
@@ -62,8 +62,7 @@ def group_advantages(
 
 def rloo_advantages(rewards: Tensor) -> Tensor:
     """RLOO advantages A_i = R_i − mean_{j≠i} R_j (Ahmadian et al., arXiv 2402.14740): [B, G] -> [B, G]."""
-    _check_rewards(rewards)
-    rewards = rewards.float()  # [B, G]
+    rewards = _check_rewards(rewards)  # [B, G]
     g = rewards.shape[1]
     if g == 1:
         return torch.zeros_like(rewards)  # [B, 1] no other sample to form a baseline
@@ -73,8 +72,7 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
 
 def reinforce_pp_advantages(rewards: Tensor, *, eps: float = 1e-4) -> Tensor:
     """REINFORCE++ with group baseline (arXiv 2501.03262): R − mean_G R, then batch-whitened: [B, G] -> [B, G]."""
-    _check_rewards(rewards)
-    rewards = rewards.float()  # [B, G]
+    rewards = _check_rewards(rewards)  # [B, G]
     centred = rewards - rewards.mean(dim=1, keepdim=True)  # [B, G]
     # batch normalisation with the (unbiased) std of all B*G centred rewards; the batch mean is 0 up to
     # rounding after group centring, subtracted anyway to follow the paper's global whitening
@@ -91,7 +89,7 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
 
 def informative_groups(rewards: Tensor, *, atol: float = 1e-6) -> Tensor:
     """Groups whose rewards are not all equal (DAPO dynamic sampling, arXiv 2503.14476): [B, G] -> [B] bool."""
-    _check_rewards(rewards)
+    rewards = _check_rewards(rewards)  # [B, G]
     spread = rewards.amax(dim=1) - rewards.amin(dim=1)  # [B]
     return spread > atol  # [B]
 
