@@ -153,5 +153,36 @@ def models_tiny(
     console.print(f"wrote a tiny {family} model to {path}")
 
 
+@app.command("train")
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/tgrpo_tiny.yaml")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in output_dir")] = False,
+) -> None:
+    """Run GRPO or T-GRPO (algorithm.temporal) on a Video-R1-format dataset."""
+    import os
+    import sys
+
+    from videor1.config import ConfigError, TrainConfig, load_config
+    from videor1.rl.data import TooManyFailures
+
+    # like `python -m`: reward functions given as `module:function` may live in the working directory
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from videor1.rl.trainer import GRPOTrainer
+
+    try:
+        cfg = load_config(TrainConfig, config, overrides or [])
+    except ConfigError as exc:
+        err_console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        final = GRPOTrainer(cfg, resume=resume).train()
+    except (TooManyFailures, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"done: {final}")
+
+
 if __name__ == "__main__":
     app()

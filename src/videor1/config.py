@@ -115,3 +115,159 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
 def save_config(config: BaseModel, path: str | Path) -> None:
     """Write the resolved config as YAML (every default spelled out) for the run directory."""
     Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+
+
+class LoraConfig(StrictModel):
+    """LoRA adapters on the language model (peft); the vision tower is never adapted."""
+
+    enabled: bool = False
+    r: int = Field(16, gt=0, description="adapter rank")
+    alpha: int = Field(32, gt=0, description="scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="projection names inside the language model's layers",
+    )
+
+
+class TinyModelConfig(StrictModel):
+    """Build a tiny offline model at `model.name_or_path` when that folder does not exist yet."""
+
+    family: str = Field("qwen2_5_vl", description="qwen2_vl, qwen2_5_vl or qwen3_vl")
+    seed: int = 0
+    corpus_from_train_file: bool = Field(True, description="train the tokenizer on the training rows' text")
+
+
+class ModelConfig(StrictModel):
+    """Which model to train and how to hold it."""
+
+    name_or_path: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="hub id or local folder")
+    dtype: str = Field("bfloat16", description="float32, bfloat16 or float16")
+    attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2; None = default")
+    freeze_vision: bool = Field(True, description="keep the vision tower (and merger) frozen")
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    tiny: TinyModelConfig | None = Field(None, description="build a tiny model if name_or_path is missing")
+
+
+class SyntheticDataConfig(StrictModel):
+    """Write synthetic data at `data.media_root` when `data.train_file` does not exist yet."""
+
+    n: int = Field(200, gt=0, description="training rows")
+    n_test: int | None = None
+    seed: int = 0
+    size: int = Field(112, gt=0, description="frame and image side in pixels")
+    tasks: list[str] | None = Field(None, description="subset of synthetic task names; None = all")
+
+
+class DataConfig(StrictModel):
+    """Training data in the Video-R1 schema."""
+
+    train_file: str = Field(..., description="JSON, JSONL, parquet or datasets folder")
+    media_root: str = Field(..., description="folder the rows' paths are relative to")
+    shuffle: bool = True
+    max_failure_fraction: float = Field(
+        0.05, ge=0, le=1, description="stop with an error once this fraction of loaded samples failed"
+    )
+    num_workers: int = Field(0, ge=0, description="media-decoding worker processes (0 = in the main process)")
+    synthetic: SyntheticDataConfig | None = None
+
+
+class GenerationConfig(StrictModel):
+    """Sampling of rollouts (paper: temperature 1.0, top_p 0.95, 768 new tokens)."""
+
+    max_new_tokens: int = Field(768, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int | None = Field(None, gt=0)
+    max_prompt_tokens: int = Field(16384, gt=0, description="longer prompts are skipped and counted")
+
+
+class RewardSpec(StrictModel):
+    """One reward function (built-in name or `module:function`) and its weight."""
+
+    name: str
+    weight: float = 1.0
+
+
+class LengthRewardConfig(StrictModel):
+    """Video-R1's length reward: +bonus to correct answers of length in [min_tokens, max_tokens]."""
+
+    enabled: bool = True
+    min_tokens: int = Field(320, ge=0)
+    max_tokens: int = Field(512, ge=0)
+    bonus: float = 0.2
+
+
+class AlgorithmConfig(StrictModel):
+    """GRPO / T-GRPO. `alpha`, `mu` and `threshold` default to the chosen preset's values."""
+
+    temporal: bool = Field(True, description="T-GRPO: score a shuffled-frame group for each video question")
+    preset: str = Field("paper", description="paper (mu 1.0, threshold 0.5) or video-r1-code (mu 0.8, 0.1)")
+    alpha: float | None = Field(None, description="temporal reward; None = preset")
+    mu: float | None = Field(None, description="margin in p >= mu * p_shuffled; None = preset")
+    threshold: float | None = Field(None, description="accuracy above this counts as correct; None = preset")
+    shuffle_mode: str = Field("frame", description="frame (the original) or patch (keeps frame pairs)")
+    num_generations: int = Field(8, ge=1, description="G: ordered completions per prompt")
+    num_shuffled: int | None = Field(None, ge=1, description="G~: shuffled completions per video; None = G/2")
+    advantage: str = Field("grpo", description="grpo, rloo or reinforce_pp")
+    scale_rewards: str = Field("group", description="group, batch or none (grpo estimator)")
+    loss_type: str = Field("grpo", description="grpo, dapo, dr_grpo, gspo or cispo")
+    kl_coef: float = Field(0.04, ge=0, description="beta; 0 drops the reference model")
+    clip_low: float | None = Field(None, ge=0, description="None = the loss type's default")
+    clip_high: float | None = Field(None, ge=0, description="None = the loss type's default")
+    num_iterations: int = Field(1, ge=1, description="optimizer updates per rollout batch")
+    length: LengthRewardConfig = Field(default_factory=LengthRewardConfig)
+
+    @model_validator(mode="after")
+    def _known(self) -> AlgorithmConfig:
+        choices = {
+            "preset": ("paper", "video-r1-code"), "shuffle_mode": ("frame", "patch"),
+            "advantage": ("grpo", "rloo", "reinforce_pp"), "scale_rewards": ("group", "batch", "none"),
+            "loss_type": ("grpo", "dapo", "dr_grpo", "gspo", "cispo"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        return self
+
+
+class OptimConfig(StrictModel):
+    """AdamW and the learning-rate schedule (sized to the run's max_steps)."""
+
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = Field(5.0, gt=0)
+    scheduler: str = Field("cosine", description="any transformers scheduler name: cosine, linear, constant...")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(StrictModel):
+    """A `videor1 train` run."""
+
+    output_dir: str = "runs/train"
+    seed: int = 0
+    max_steps: int = Field(1000, gt=0, description="rollout batches per process")
+    prompts_per_device: int = Field(1, ge=1, description="P: prompts per process per step")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="rollout micro-batches per optimizer step")
+    mixed_precision: str = Field("no", description="accelerate mixed precision: no, bf16 or fp16")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(name="accuracy"), RewardSpec(name="format")]
+    )
+    save_every: int = Field(100, gt=0, description="checkpoint every N steps (and at the end)")
+    save_total_limit: int | None = Field(3, ge=1, description="keep the newest N checkpoints")
+    log_rollouts: int = Field(2, ge=0, description="rollouts per step written to rollouts.jsonl")
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _temporal_needs_accuracy(self) -> TrainConfig:
+        if self.algorithm.temporal and "accuracy" not in {r.name for r in self.rewards}:
+            raise ValueError("algorithm.temporal needs the accuracy reward in rewards")
+        return self

@@ -52,3 +52,48 @@ def load_model(
 def load_model_and_processor(name_or_path: str | Path, **kwargs: Any) -> tuple[Any, Any]:
     """Both at once; keyword arguments go to `load_model`."""
     return load_model(name_or_path, **kwargs), load_processor(name_or_path)
+
+
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model inside a peft wrapper, or the model itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def vision_tower(model: Any) -> Any:
+    """The vision encoder (with its merger) of a Qwen-VL model, through any peft wrapper."""
+    return unwrap_peft(model).model.visual
+
+
+def prepare_for_training(
+    model: Any,
+    *,
+    freeze_vision: bool,
+    gradient_checkpointing: bool,
+    lora_r: int | None = None,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    lora_targets: list[str] | None = None,
+) -> Any:
+    """Freeze the vision tower, add LoRA adapters to the language model only, enable gradient checkpointing."""
+    if freeze_vision:
+        vision_tower(model).requires_grad_(False)
+    if gradient_checkpointing:
+        # non-reentrant checkpointing works with frozen inputs (a frozen vision tower) and with LoRA
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora_r is not None:
+        from peft import LoraConfig, get_peft_model
+
+        names = "|".join(lora_targets or [])
+        config = LoraConfig(
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            # the vision blocks reuse names like gate_proj/up_proj: restrict adapters to the language model
+            target_modules=rf".*language_model.*\.({names})$",
+        )
+        model = get_peft_model(model, config)
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model

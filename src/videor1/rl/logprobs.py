@@ -1,0 +1,131 @@
+"""Per-token log-probabilities of completions under a Qwen-VL model, with the vision encoder run once per prompt.
+
+The original Video-R1 repeated every prompt's pixels G times, so the vision encoder ran G times for the
+policy and G times again for the reference. Here the vision tower encodes the P prompts' media once; the
+per-item features are then repeated for the N = P*G sequences and handed to the model through
+`mm_encoder_outputs` (transformers 5), which skips the encoder and keeps Qwen3-VL's deepstack features.
+M-RoPE positions are computed by the model from the full sequence's ids and grids, exactly as during
+generation, so the scored tokens see the positions they were sampled with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from videor1.models.load import unwrap_peft
+
+_REPEATED_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+
+
+def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[ids] without materialising the full [N, T, V] log-probabilities."""
+    picked = torch.gather(logits, -1, ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
+    return picked - torch.logsumexp(logits, dim=-1)  # [N, T]
+
+
+def media_owners(input_ids: torch.Tensor, token_id: int) -> list[int]:
+    """Indices of the prompts that hold a media item of this kind, in batch order."""
+    return [i for i in range(input_ids.shape[0]) if bool((input_ids[i] == token_id).any())]
+
+
+def encode_vision(model: Any, prompt: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Run the vision tower once over the prompts' images and videos; outputs hold per-item features."""
+    base = unwrap_peft(model)
+    outputs: dict[str, Any] = {}
+    if prompt.get("pixel_values") is not None:
+        outputs["image"] = base.get_image_features(prompt["pixel_values"], prompt["image_grid_thw"], return_dict=True)
+    if prompt.get("pixel_values_videos") is not None:
+        outputs["video"] = base.get_video_features(
+            prompt["pixel_values_videos"], prompt["video_grid_thw"], return_dict=True
+        )
+    return outputs
+
+
+def _pick(items: Any, order: list[int]) -> Any:
+    return tuple(items[i] for i in order)
+
+
+def repeat_vision(outputs: dict[str, Any], orders: dict[str, list[int]]) -> dict[str, Any]:
+    """Per-sequence vision features: item `orders[kind][k]` becomes the k-th item of that kind."""
+    repeated = {}
+    for kind, out in outputs.items():
+        fields = {"pooler_output": _pick(out.pooler_output, orders[kind])}
+        if getattr(out, "deepstack_features", None) is not None:
+            fields["deepstack_features"] = [_pick(layer, orders[kind]) for layer in out.deepstack_features]
+        repeated[kind] = type(out)(**fields)
+    return repeated
+
+
+def detach_vision(outputs: dict[str, Any]) -> dict[str, Any]:
+    """The same features cut from the graph, for a reference model that shares a frozen vision tower."""
+    detached = {}
+    for kind, out in outputs.items():
+        fields = {"pooler_output": tuple(t.detach() for t in out.pooler_output)}
+        if getattr(out, "deepstack_features", None) is not None:
+            fields["deepstack_features"] = [tuple(t.detach() for t in layer) for layer in out.deepstack_features]
+        detached[kind] = type(out)(**fields)
+    return detached
+
+
+def sequence_inputs(
+    prompt: dict[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor, owners: list[int],
+    *, image_token_id: int, video_token_id: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """Model inputs for prompt+completion sequences (sequence n continues prompt owners[n]) and media orders."""
+    index = torch.tensor(owners, device=completion_ids.device)
+    ids = torch.cat([prompt["input_ids"][index], completion_ids], dim=1)  # [N, Lp + T]
+    mask = torch.cat([prompt["attention_mask"][index], completion_mask.to(prompt["attention_mask"].dtype)], dim=1)
+    inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
+    if "mm_token_type_ids" in prompt:
+        zeros = torch.zeros_like(completion_ids, dtype=prompt["mm_token_type_ids"].dtype)
+        inputs["mm_token_type_ids"] = torch.cat([prompt["mm_token_type_ids"][index], zeros], dim=1)
+    orders: dict[str, list[int]] = {}
+    for kind, token_id in (("image", image_token_id), ("video", video_token_id)):
+        holders = media_owners(prompt["input_ids"], token_id)
+        item_of = {p: k for k, p in enumerate(holders)}
+        orders[kind] = [item_of[p] for p in owners if p in item_of]
+    for key in _REPEATED_KEYS:
+        if prompt.get(key) is not None:
+            kind = "image" if key.startswith("image") else "video"
+            inputs[key] = prompt[key][torch.tensor(orders[kind], dtype=torch.long, device=prompt[key].device)]
+    return inputs, orders
+
+
+class CompletionScorer(nn.Module):
+    """Wraps a Qwen-VL model so one forward call (and one DDP/FSDP wrapper) yields completion log-probs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        prompt: dict[str, torch.Tensor],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        owners: list[int],
+        *,
+        temperature: float = 1.0,
+        vision: dict[str, Any] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Log-probs [N, T] of completion tokens, and the per-prompt vision outputs used (for reuse)."""
+        config = unwrap_peft(self.model).config
+        inputs, orders = sequence_inputs(
+            prompt, completion_ids, completion_mask, owners,
+            image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+        )
+        if vision is None:
+            vision = encode_vision(self.model, prompt)
+        num_tokens = completion_ids.shape[1]
+        out = self.model(
+            **inputs,
+            mm_encoder_outputs=repeat_vision(vision, orders),
+            logits_to_keep=num_tokens + 1,
+            use_cache=False,
+        )
+        # logits at position i predict token i + 1: the last T+1 positions cover the T completion tokens
+        logits = out.logits[:, :-1].float() / temperature  # [N, T, V]
+        return selective_log_softmax(logits, completion_ids), vision  # [N, T]

@@ -1,0 +1,63 @@
+"""Per-step metrics, reduced across processes in one collective call.
+
+Three kinds: `add` (a mean over items, e.g. rewards), `per_process` (a local total averaged over processes,
+e.g. seconds spent generating) and `total` (summed everywhere, e.g. skipped samples). Every rank adds the
+same keys in the same order (a key with nothing to report adds count 0), so the reduction is one tensor;
+a mean whose total count is 0 is left out of the line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+Kind = Literal["mean", "per_process", "total"]
+
+
+class MetricBag:
+    """Accumulates metrics for one step on one process."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, float] = {}
+        self._kinds: dict[str, Kind] = {}
+
+    def _accumulate(self, key: str, value: float, count: float, kind: Kind) -> None:
+        self._kinds.setdefault(key, kind)
+        self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._counts[key] = count if kind != "mean" else self._counts.get(key, 0.0) + float(count)
+
+    def add(self, key: str, value: float, count: float = 1.0) -> None:
+        """Add `value`, a sum over `count` items, to `key`'s mean over items."""
+        self._accumulate(key, value, count, "mean")
+
+    def mean(self, key: str, values: torch.Tensor) -> None:
+        """Add every element of a tensor (possibly empty) to `key`'s mean over items."""
+        self.add(key, float(values.float().sum()), values.numel())
+
+    def per_process(self, key: str, value: float) -> None:
+        """Add to a per-process total that is averaged over processes (seconds, tokens per process)."""
+        self._accumulate(key, value, 1.0, "per_process")
+
+    def total(self, key: str, value: float) -> None:
+        """Add to a total summed over processes (counts of skipped samples, mismatches)."""
+        self._accumulate(key, value, 1.0, "total")
+
+    def local(self, key: str) -> float:
+        """This process's running sum for a key (0 if never added)."""
+        return self._sums.get(key, 0.0)
+
+    def reduce(self, accelerator: Any | None = None) -> dict[str, float]:
+        """The step's values over all processes."""
+        keys = list(self._sums)
+        pairs = torch.tensor([[self._sums[k], self._counts[k]] for k in keys], dtype=torch.float64)  # [K, 2]
+        if accelerator is not None and accelerator.num_processes > 1:
+            pairs = accelerator.reduce(pairs.to(accelerator.device), reduction="sum").cpu()
+        values = {}
+        for key, (total, count) in zip(keys, pairs.tolist(), strict=True):
+            if self._kinds[key] == "total":
+                values[key] = total
+            elif count > 0:
+                values[key] = total / count
+        return values

@@ -1,0 +1,8 @@
+"""Toy reward functions for trainer tests, loaded by `module:function` like a user's own."""
+
+TARGET = "<answer>"
+
+
+def contains_target(prompts, completions, **columns):
+    """1.0 when the completion contains the target token, else 0.0: a signal a tiny model can learn fast."""
+    return [1.0 if TARGET in text else 0.0 for text in completions]
