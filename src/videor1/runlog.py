@@ -57,14 +57,15 @@ class RunLog:
         if self.enabled:
             self.logger.info(message)
 
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        """One line of metrics.jsonl and one TensorBoard scalar per key."""
+    def metrics(self, step: int, values: dict[str, float | None]) -> None:
+        """One line of metrics.jsonl (None for "nothing to measure this step") and TensorBoard scalars."""
         if not self.enabled:
             return
         self._append("metrics.jsonl", {"step": step, **values})
         if self._writer is not None:
             for key, value in values.items():
-                self._writer.add_scalar(key, value, step)
+                if value is not None:
+                    self._writer.add_scalar(key, value, step)
             self._writer.flush()
 
     def records(self, name: str, rows: list[dict[str, Any]]) -> None:

@@ -89,6 +89,10 @@ def processor_inputs(
             video_metadata=[video_metadata(v) for v in videos],
             do_sample_frames=False,
         )
+        if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+            # frames are already within our per-frame budget; this only opts in to the qwen-vl-utils rule
+            # (and silences transformers' warning about its default changing)
+            kwargs["cap_pixels_per_frame"] = True
     processor.tokenizer.padding_side = padding_side
     return processor(**kwargs)
 

@@ -128,9 +128,10 @@ class PromptStream:
                 self.failed += 1
                 if self.on_failure is not None:
                     self.on_failure(sample, media)
-                self._check_failures()
-                continue
-            batch.append(Loaded(sample, media, seconds))
+            else:
+                batch.append(Loaded(sample, media, seconds))
+            # judged after every attempt: failures early on count once enough samples have been tried
+            self._check_failures()
         return batch
 
     def _check_failures(self) -> None:

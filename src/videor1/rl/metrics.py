@@ -3,7 +3,7 @@
 Three kinds: `add` (a mean over items, e.g. rewards), `per_process` (a local total averaged over processes,
 e.g. seconds spent generating) and `total` (summed everywhere, e.g. skipped samples). Every rank adds the
 same keys in the same order (a key with nothing to report adds count 0), so the reduction is one tensor;
-a mean whose total count is 0 is left out of the line.
+a mean whose total count is 0 (e.g. temporal/p in a step without video) is None, so every line has every key.
 """
 
 from __future__ import annotations
@@ -48,16 +48,16 @@ class MetricBag:
         """This process's running sum for a key (0 if never added)."""
         return self._sums.get(key, 0.0)
 
-    def reduce(self, accelerator: Any | None = None) -> dict[str, float]:
+    def reduce(self, accelerator: Any | None = None) -> dict[str, float | None]:
         """The step's values over all processes."""
         keys = list(self._sums)
         pairs = torch.tensor([[self._sums[k], self._counts[k]] for k in keys], dtype=torch.float64)  # [K, 2]
         if accelerator is not None and accelerator.num_processes > 1:
             pairs = accelerator.reduce(pairs.to(accelerator.device), reduction="sum").cpu()
-        values = {}
+        values: dict[str, float | None] = {}
         for key, (total, count) in zip(keys, pairs.tolist(), strict=True):
             if self._kinds[key] == "total":
                 values[key] = total
-            elif count > 0:
-                values[key] = total / count
+            else:
+                values[key] = total / count if count > 0 else None
         return values

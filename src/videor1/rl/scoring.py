@@ -35,12 +35,10 @@ def resolve_rewards(specs: Sequence[tuple[str, float]]) -> list[RewardFunction]:
 
 def reward_columns(samples: Sequence[Sample], repeats: int) -> dict[str, list[Any]]:
     """Each sample's fields (schema and extra columns) repeated once per completion, TRL-style."""
-    columns: dict[str, list[Any]] = {}
-    for sample in samples:
-        row = sample.to_row()
-        for key in set(columns) | set(row):
-            columns.setdefault(key, []).extend([row.get(key)] * repeats)
-    return columns
+    rows = [sample.to_row() for sample in samples]
+    # an extra column present in only some rows is None elsewhere, so every column lines up with completions
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return {key: [row.get(key) for row in rows for _ in range(repeats)] for key in keys}
 
 
 def evaluate_rewards(

@@ -210,8 +210,8 @@ class GRPOTrainer:
             temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
         )
 
-    def _shuffled_inputs(self, batch: list[Loaded], texts: list[str], videos: list[int]) -> Any:
-        """Processor inputs of the video prompts with their decoded frames permuted (no re-decoding)."""
+    def _shuffled_media(self, batch: list[Loaded], videos: list[int]) -> list[SampleMedia]:
+        """The video prompts' decoded frames, permuted (per frame or per temporal patch); nothing is re-read."""
         rank = self.accelerator.process_index
         generator = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1_009 + rank)
         media = []
@@ -222,8 +222,7 @@ class GRPOTrainer:
                 temporal_patch=temporal_patch_size(self.processor), generator=generator,
             )
             media.append(SampleMedia(video=permute_video(video, order)))
-        inputs = processor_inputs(self.processor, [texts[i] for i in videos], media)
-        return inputs.to(self.accelerator.device)
+        return media
 
     def _score(self, batch: list[Loaded], texts: list[str], completions: Completions, shuffled: Completions | None,
                videos: list[int], bag: MetricBag) -> torch.Tensor:
@@ -287,12 +286,16 @@ class GRPOTrainer:
         videos = [i for i, item in enumerate(batch) if item.sample.is_video]
         shuffled = None
         if algo.temporal and videos:
-            shuffled = self._generate(self._shuffled_inputs(batch, texts, videos), self.num_shuffled)
+            shuffled_inputs = processor_inputs(
+                self.processor, [texts[i] for i in videos], self._shuffled_media(batch, videos)
+            ).to(device)
+            shuffled = self._generate(shuffled_inputs, self.num_shuffled)
             bag.mean("rollout/shuffled_length", shuffled.lengths.float())
         bag.per_process("time/generation", time.perf_counter() - start)
         generated = completions.mask.sum() + (shuffled.mask.sum() if shuffled is not None else 0)
         bag.total("perf/generated_tokens", float(generated))
         bag.total("rollout/prompt_mismatches", completions.prompt_mismatches)
+        bag.total("data/prompts", len(batch))
         total = self._score(batch, texts, completions, shuffled, videos, bag)
         advantages = self._advantages(total).reshape(-1).to(device)  # [N]
         bag.mean("rollout/length", completions.lengths.float())
@@ -361,7 +364,7 @@ class GRPOTrainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float | None]:
         """One step: rollouts for every micro-batch, then the updates; returns the step's reduced metrics."""
         bag = MetricBag()
         start = time.perf_counter()
@@ -422,7 +425,7 @@ class GRPOTrainer:
                 metrics = self.train_step()
                 self.step += 1
                 self.log.metrics(self.step, metrics)
-                progress(self.step, metrics.get("reward/total", float("nan")), metrics["perf/step_seconds"])
+                progress(self.step, metrics["reward/total"] or 0.0, metrics["perf/step_seconds"] or 0.0)
                 if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
         self.stream.close()
