@@ -1,4 +1,4 @@
-"""Run under `accelerate launch --num_processes 2 --cpu`: train, then report per-rank weights and data."""
+"""Run under a 2-process CPU launch: train (rl or sft), then report per-rank weights and data position."""
 
 import json
 import os
@@ -7,20 +7,27 @@ import sys
 import torch
 from accelerate.utils import gather_object
 
-from videor1.config import TrainConfig, load_config
+from videor1.config import SFTConfig, TrainConfig, load_config
 from videor1.rl.trainer import GRPOTrainer
+from videor1.sft.trainer import SFTTrainer
 
 
 def main() -> None:
-    out, config = sys.argv[1], sys.argv[2]
+    kind, out, config = sys.argv[1], sys.argv[2], sys.argv[3]
     sys.path.insert(0, os.getcwd())  # the toy reward lives in tests/, imported as tests.toy_rewards
-    trainer = GRPOTrainer(load_config(TrainConfig, config))
-    start = [p.detach().clone() for p in trainer.policy.parameters()]
+    if kind == "sft":
+        trainer = SFTTrainer(load_config(SFTConfig, config))
+        model = trainer.model
+    else:
+        trainer = GRPOTrainer(load_config(TrainConfig, config))
+        model = trainer.policy
+    start = [p.detach().clone() for p in model.parameters()]
     trainer.train()
-    params = list(trainer.policy.parameters())
+    params = list(model.parameters())
     checksum = float(sum(p.detach().double().sum() for p in params))
     changed = any(not torch.equal(a, b) for a, b in zip(start, params, strict=True))
-    report = gather_object([{"checksum": checksum, "changed": changed, "stream": trainer.stream.state_dict()}])
+    position = trainer.stream.state_dict() if kind == "rl" else {"step": trainer.step}
+    report = gather_object([{"checksum": checksum, "changed": changed, "stream": position}])
     if trainer.accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(report, f)

@@ -149,21 +149,11 @@ def test_shuffled_group_gets_the_same_frames_in_another_order(tmp_path, tiny_mod
 
 def test_two_cpu_processes_train_together_and_stay_identical(tmp_path, tiny_models, synth_root):
     """accelerate launch --num_processes 2 on the CPU (gloo): both ranks train, metrics gather, weights agree."""
-    import os
-    import subprocess
-    import sys
-
     cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=2", f'rewards=[{{name: "{TOY_REWARD}"}}]',
                  "algorithm.temporal=false", "algorithm.kl_coef=0", "generation.max_new_tokens=24")
     save_config(cfg, tmp_path / "config.yaml")
     report = tmp_path / "report.json"
-    # accelerate's --cpu launcher starts one process; torchrun-style launching with ACCELERATE_USE_CPU gives gloo
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "tests/dist_check.py", str(report), str(tmp_path / "config.yaml")]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_cpu_processes("rl", report, tmp_path / "config.yaml")
     ranks = json.loads(report.read_text())
     assert len(ranks) == 2 and all(r["changed"] for r in ranks)
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
@@ -172,3 +162,18 @@ def test_two_cpu_processes_train_together_and_stay_identical(tmp_path, tiny_mode
     lines = metrics(tmp_path / "run")
     assert [m["data/prompts"] for m in lines] == [4, 4]
 
+
+
+def launch_two_cpu_processes(kind, report, config_path):
+    """`accelerate launch` two gloo processes on the CPU running tests/dist_check.py."""
+    import os
+    import subprocess
+    import sys
+
+    # accelerate's --cpu launcher starts one process; torchrun-style launching with ACCELERATE_USE_CPU gives gloo
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "tests/dist_check.py", kind, str(report), str(config_path)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -184,5 +184,29 @@ def train(
     console.print(f"done: {final}")
 
 
+@app.command("sft")
+def sft(
+    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/sft_tiny.yaml")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in output_dir")] = False,
+) -> None:
+    """Supervised fine-tuning on CoT data (process + solution) with assistant-only loss."""
+    from videor1.config import ConfigError, SFTConfig, load_config
+    from videor1.rl.data import TooManyFailures
+    from videor1.sft.trainer import SFTTrainer
+
+    try:
+        cfg = load_config(SFTConfig, config, overrides or [])
+    except ConfigError as exc:
+        err_console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        final = SFTTrainer(cfg, resume=resume).train()
+    except (TooManyFailures, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"done: {final}")
+
+
 if __name__ == "__main__":
     app()

@@ -271,3 +271,33 @@ class TrainConfig(StrictModel):
         if self.algorithm.temporal and "accuracy" not in {r.name for r in self.rewards}:
             raise ValueError("algorithm.temporal needs the accuracy reward in rewards")
         return self
+
+
+class HeldOutConfig(StrictModel):
+    """Periodic held-out evaluation during training: greedy answers scored by the rewards' rules."""
+
+    file: str = Field(..., description="a Video-R1-format file (e.g. the synthetic test.json)")
+    media_root: str | None = Field(None, description="defaults to data.media_root")
+    every: int = Field(0, ge=0, description="steps between evaluations; 0 = only before and after training")
+    max_samples: int = Field(64, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(8, gt=0)
+
+
+class SFTConfig(StrictModel):
+    """A `videor1 sft` run (the same override keys as `videor1 train` where they mean the same)."""
+
+    output_dir: str = "runs/sft"
+    seed: int = 0
+    max_steps: int = Field(1000, gt=0, description="optimizer steps")
+    batch_size: int = Field(1, ge=1, description="samples per process per micro-batch")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    mixed_precision: str = Field("no", description="accelerate mixed precision: no, bf16 or fp16")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-6))
+    eval: HeldOutConfig | None = None
+    save_every: int = Field(500, gt=0)
+    save_total_limit: int | None = Field(2, ge=1)
+    tensorboard: bool = True

@@ -1,0 +1,1 @@
+"""Evaluation: answering held-out questions and scoring them with the rewards' own parsers."""

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning (the cold start before RL) with assistant-only loss."""
