@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from videor1.data.dataset import DatasetError, LoadedDataset
+from videor1.eval.commands import register as register_eval
 
 app = typer.Typer(help="videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO).", no_args_is_help=True)
 data_app = typer.Typer(help="Validate, inspect and synthesize Video-R1-format datasets.", no_args_is_help=True)
@@ -207,6 +208,33 @@ def sft(
         raise typer.Exit(1) from exc
     console.print(f"done: {final}")
 
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="output folder for data, model, runs and results")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="one seed for data, model and training")] = 0,
+) -> None:
+    """The whole pipeline offline on the CPU: data, tiny model, eval, SFT, T-GRPO vs GRPO, eval, plots."""
+    from videor1.demo import run_demo
+
+    run_demo(out, seed=seed, say=lambda line: console.print(line, markup=False, highlight=False))
+
+
+@app.command("plot")
+def plot(run_dir: Annotated[Path, typer.Argument(help="a videor1 run directory (holds metrics.jsonl)")]) -> None:
+    """Draw a run's training curves (accuracy reward, temporal-reward rate, length, KL) as PNG."""
+    from videor1.plot import plot_run
+
+    try:
+        paths = plot_run(run_dir)
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for path in paths:
+        console.print(str(path))
+
+
+register_eval(app)
 
 if __name__ == "__main__":
     app()

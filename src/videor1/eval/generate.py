@@ -1,8 +1,13 @@
-"""Answer a list of samples with a model (batched, near-greedy) and score the answers.
+"""Answer samples with a model, batched, with each sample's failure kept to itself.
 
-The scores reuse the reward functions' parsers and rules (one parser, two uses), so "accuracy" here is
-the same number RL optimises. A sample whose media fails is recorded with its error and counted wrong;
-it never takes its batch down.
+Media is decoded per sample before batching, so a bad file fails only its own sample. If a batched
+`generate` raises (out of memory, a processor error on one prompt), the batch's samples are retried one
+by one, so only the culprit is recorded as failed. The original Video-R1 evaluation turned all 64 samples
+of a batch into "error" when one failed (DESIGN §4).
+
+`answer_samples` / `summarize` serve SFT's held-out evaluation with greedy decoding; their scores reuse
+the reward functions' parsers and rules (one parser, two uses), so "accuracy" there is the number RL
+optimises. Benchmarks score the same generations with their own metrics (`videor1.eval.scoring`).
 """
 
 from __future__ import annotations
@@ -16,9 +21,97 @@ import torch
 from videor1.config import MediaConfig
 from videor1.data.media import MediaError
 from videor1.data.schema import Sample
-from videor1.models.inputs import load_sample_media, processor_inputs, prompt_text, vision_factor
+from videor1.models.inputs import SampleMedia, load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.rewards import accuracy_score, extract_answer, is_well_formed
 from videor1.rl.rollout import eos_token_ids, generation_mode, suppressed_token_ids
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sample's output text, or the error that stopped it (then `text` is empty)."""
+
+    sample: Sample
+    text: str
+    error: str | None = None
+
+
+def describe(error: BaseException) -> str:
+    """An error as one line: its type and message (MediaError already names the file)."""
+    return str(error) if isinstance(error, MediaError) else f"{type(error).__name__}: {error}"
+
+
+def decode_media(samples: list[Sample], media: MediaConfig, factor: int) -> list[SampleMedia | Generation]:
+    """Each sample's decoded media, or a failed Generation with the decoding error."""
+    decoded: list[SampleMedia | Generation] = []
+    for sample in samples:
+        try:
+            decoded.append(load_sample_media(sample, media, factor))
+        except Exception as error:  # any decoder failure is this sample's alone; it must not stop the run
+            decoded.append(Generation(sample, "", error=describe(error)))
+    return decoded
+
+
+@torch.no_grad()
+def generate_texts(
+    model: Any,
+    processor: Any,
+    samples: list[Sample],
+    media: list[SampleMedia],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    repetition_penalty: float = 1.0,
+    system_prompt: str | None = None,
+) -> list[str]:
+    """One batched `generate` over decoded samples; temperature 0 is greedy. Raises on any failure."""
+    device = next(model.parameters()).device
+    texts = [prompt_text(processor, s, system_prompt=system_prompt) for s in samples]
+    inputs = processor_inputs(processor, texts, media).to(device)
+    sampling: dict[str, Any] = {"do_sample": False}
+    if temperature > 0:
+        # top_k 0 turns HF's default top-k of 50 off: only temperature and top_p shape the distribution
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or 0}
+    with generation_mode(model):
+        out = model.generate(
+            **inputs, **sampling, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+            eos_token_id=eos_token_ids(model, processor.tokenizer), pad_token_id=processor.tokenizer.pad_token_id,
+            suppress_tokens=suppressed_token_ids(processor.tokenizer), use_cache=True,
+        )  # [B, Lp + T]
+    # keep <think>/<answer> (added, non-special tokens); drop pads and the end-of-turn token
+    return processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def generate_batch(
+    model: Any, processor: Any, samples: list[Sample], media: MediaConfig, **decoding: Any
+) -> list[Generation]:
+    """Generations for a batch, in order: decode per sample, generate together, retry one by one on failure."""
+    results: list[SampleMedia | Generation] = decode_media(samples, media, vision_factor(processor))
+    ready = [i for i, item in enumerate(results) if isinstance(item, SampleMedia)]
+    try:
+        if ready:
+            batch_media = [results[i] for i in ready]
+            texts = generate_texts(model, processor, [samples[i] for i in ready], batch_media, **decoding)
+            for i, text in zip(ready, texts, strict=True):
+                results[i] = Generation(samples[i], text)
+    except Exception as batch_error:  # isolate the culprit: every sample of the batch gets its own try
+        for i in ready:
+            results[i] = _generate_alone(model, processor, samples[i], results[i], batch_error, len(ready), decoding)
+    return results  # type: ignore[return-value]  # every SampleMedia has been replaced by a Generation
+
+
+def _generate_alone(
+    model: Any, processor: Any, sample: Sample, media: Any, batch_error: Exception, batch_len: int,
+    decoding: dict[str, Any],
+) -> Generation:
+    """Retry one sample of a failed batch; a batch of one already failed alone, so its error is final."""
+    if batch_len == 1:
+        return Generation(sample, "", error=describe(batch_error))
+    try:
+        return Generation(sample, generate_texts(model, processor, [sample], [media], **decoding)[0])
+    except Exception as error:  # recorded with the sample and counted wrong; the run goes on
+        return Generation(sample, "", error=describe(error))
 
 
 @dataclass
@@ -32,7 +125,6 @@ class Answer:
     error: str | None = None
 
 
-@torch.no_grad()
 def answer_samples(
     model: Any,
     processor: Any,
@@ -43,38 +135,23 @@ def answer_samples(
     max_new_tokens: int = 1024,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Answer]:
-    """Greedy answers for every sample, in order; media failures become scored-wrong answers with an error."""
-    factor, device = vision_factor(processor), next(model.parameters()).device
+    """Greedy answers for every sample, in order; failures become scored-wrong answers with an error."""
     answers: list[Answer] = []
     for start in range(0, len(samples), batch_size):
-        chunk, loaded = [], []
-        for sample in samples[start : start + batch_size]:
-            try:
-                loaded.append(load_sample_media(sample, media, factor))
-                chunk.append(sample)
-            except MediaError as exc:
-                answers.append(Answer(sample, "", 0.0, False, error=str(exc)))
-        if chunk:
-            inputs = processor_inputs(processor, [prompt_text(processor, s) for s in chunk], loaded).to(device)
-            with generation_mode(model):
-                out = model.generate(
-                    **inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                    eos_token_id=eos_token_ids(model, processor.tokenizer),
-                    pad_token_id=processor.tokenizer.pad_token_id,
-                    suppress_tokens=suppressed_token_ids(processor.tokenizer),
-                )
-            texts = processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            for sample, text in zip(chunk, texts, strict=True):
-                score = accuracy_score(extract_answer(text), sample.answer, sample.problem_type)
-                answers.append(Answer(sample, text, score, is_well_formed(text)))
+        chunk = samples[start : start + batch_size]
+        for gen in generate_batch(model, processor, chunk, media, max_new_tokens=max_new_tokens, temperature=0.0):
+            if gen.error is not None:
+                answers.append(Answer(gen.sample, "", 0.0, False, error=gen.error))
+                continue
+            score = accuracy_score(extract_answer(gen.text), gen.sample.answer, gen.sample.problem_type)
+            answers.append(Answer(gen.sample, gen.text, score, is_well_formed(gen.text)))
         if progress is not None:
             progress(min(start + batch_size, len(samples)), len(samples))
-    order = {id(s): i for i, s in enumerate(samples)}
-    return sorted(answers, key=lambda a: order[id(a.sample)])
+    return answers
 
 
 def summarize(answers: list[Answer]) -> dict[str, float]:
-    """Mean accuracy and format rate overall, by data_type and by problem_type; failed-media count."""
+    """Mean accuracy and format rate overall, by data_type and by problem_type; failed-sample count."""
     failed = sum(a.error is not None for a in answers)
     summary: dict[str, float] = {"count": float(len(answers)), "failed": float(failed)}
     groups: dict[str, list[Answer]] = {"all": answers}

@@ -64,6 +64,12 @@ def parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def parse_numbers(text: str) -> list[float]:
+    """Every finite number in `text`, in order, by the same rule as `parse_number`."""
+    values = (float(m.group(0).replace(",", "")) for m in _NUMBER.finditer(text.replace(_UNICODE_MINUS, "-")))
+    return [value for value in values if math.isfinite(value)]
+
+
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
     """Text of a TRL completion: a plain string, or the last message of a conversational completion."""
     if isinstance(completion, str):

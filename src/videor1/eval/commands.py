@@ -1,0 +1,259 @@
+"""The `videor1 eval` command group (run, `score`, `table`) and `videor1 infer`; `register` adds them to the app.
+
+Only flags the user gives reach the config: every default lives on `EvalConfig` / `MediaConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+eval_app = typer.Typer(
+    help="Evaluate a model on video benchmarks (VSI-Bench, VideoMMMU, MMVU, MVBench, TempCompass, VideoMME).",
+    invoke_without_command=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` group and the `infer` command to the main app."""
+    app.add_typer(eval_app, name="eval")
+    app.command("infer")(infer)
+
+
+def _split(values: list[Any] | None) -> list[str]:
+    """Repeated options and comma lists, flattened: ["a,b", "c"] -> ["a", "b", "c"]."""
+    return [part.strip() for value in values or [] for part in str(value).split(",") if part.strip()]
+
+
+def _per_benchmark(option: str, values: list[str], benches: list[str]) -> list[str | None]:
+    """One value per benchmark: one value per bench in order, one value for all, or NAME=VALUE pairs."""
+    if not values:
+        return [None] * len(benches)
+    if all("=" in v for v in values):
+        from videor1.eval.benchmarks import get_benchmark
+
+        named = {get_benchmark(k).key: v for k, v in (item.split("=", 1) for item in values)}
+        return [named.get(get_benchmark(b).key) for b in benches]
+    if len(values) == 1:
+        return values * len(benches)
+    if len(values) != len(benches):
+        raise ValueError(f"give one {option} for all benchmarks or one per --bench ({len(benches)})")
+    return values
+
+
+def _media_overrides(frames: int | None, fps: float | None, max_pixels: int | None,
+                     image_max_pixels: int | None) -> dict[str, Any]:
+    """MediaConfig fields from the flags given; a pixel floor above a smaller budget is lowered to it."""
+    from videor1.eval.config import eval_media
+
+    media = eval_media().model_dump()
+    given = {"max_frames": frames, "fps": fps, "video_max_pixels": max_pixels, "image_max_pixels": image_max_pixels}
+    media.update({k: v for k, v in given.items() if v is not None})
+    media["min_frames"] = min(media["min_frames"], media["max_frames"])
+    media["video_min_pixels"] = min(media["video_min_pixels"], media["video_max_pixels"])
+    media["image_min_pixels"] = min(media["image_min_pixels"], media["image_max_pixels"])
+    return media
+
+
+def _decoding(**given: Any) -> dict[str, Any]:
+    """DecodingConfig fields from the flags given."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@contextmanager
+def _bench_progress() -> Iterator[Any]:
+    """A rich bar per benchmark with done/total, elapsed time and ETA; callback (bench, done, total)."""
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(bench: str, done: int, total: int) -> None:
+            if bench not in tasks:
+                # ETA counts only what this run generates, not what a resumed run skipped
+                tasks[bench] = progress.add_task(bench, total=total, completed=done)
+            progress.update(tasks[bench], completed=done, total=total)
+
+        yield update
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@eval_app.callback()
+def evaluate(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="model folder or hub id")] = None,
+    bench: Annotated[list[str] | None, typer.Option(help="benchmark name; repeat or comma-separate")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="evaluation file per --bench (Video-R1 eval JSON)")] = None,
+    media_root: Annotated[list[str] | None, typer.Option(help="media folder: one for all, or one per --bench")] = None,
+    category_field: Annotated[list[str] | None, typer.Option(help="category column: FIELD or BENCH=FIELD")] = None,
+    frames: Annotated[int | None, typer.Option(help="most frames per video, sampled at --fps (default: 16)")] = None,
+    fps: Annotated[float | None, typer.Option(help="video sampling rate (default: 2.0)")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
+    image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="samples per generate call (default: 8)")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: 0.01)")] = None,
+    top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
+    top_k: Annotated[int | None, typer.Option(help="default: no top-k")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="default: 1.0")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
+    seed: Annotated[int | None, typer.Option(help="default: 0")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16 (default: auto)")] = None,
+    device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
+    attn_implementation: Annotated[str | None, typer.Option(help="e.g. sdpa, flash_attention_2")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="default: the chat template's default")] = None,
+    label: Annotated[str | None, typer.Option(help="row name in the table (default: model folder name)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many samples per benchmark")] = None,
+    out: Annotated[str | None, typer.Option(help="output folder (default: runs/eval)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="discard these benchmarks' predictions")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="generate failed samples again")] = False,
+) -> None:
+    """Evaluate a model: --model PATH --bench NAME --data FILE --media-root DIR [--bench … --data …]."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None or not bench:
+        console.print(ctx.get_help())
+        raise typer.Exit(2)
+    from videor1.data.dataset import DatasetError
+    from videor1.eval.config import EvalConfig
+    from videor1.eval.report import combined_markdown
+    from videor1.eval.runner import EvalError, run_eval
+
+    names, files = _split(bench), _split(data)
+    if len(files) != len(names):
+        raise _fail(f"give one --data per --bench: {len(names)} benchmarks, {len(files)} files")
+    try:
+        roots = _per_benchmark("--media-root", _split(media_root), names)
+        fields = _per_benchmark("--category-field", _split(category_field), names)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if any(root is None for root in roots):
+        raise _fail("give --media-root (one for all benchmarks, or one per --bench)")
+    settings = {
+        "model": model, "label": label, "dtype": dtype, "device": device, "attn_implementation": attn_implementation,
+        "batch_size": batch_size, "system_prompt": system_prompt, "limit": limit, "out": out,
+        "media": _media_overrides(frames, fps, max_pixels, image_max_pixels),
+        "decoding": _decoding(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                              repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens),
+        "benchmarks": [{"name": n, "data": d, "media_root": r, "category_field": f}
+                       for n, d, r, f in zip(names, files, roots, fields, strict=True)],
+    }
+    try:
+        cfg = EvalConfig.model_validate({k: v for k, v in settings.items() if v is not None})
+    except ValidationError as exc:
+        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+    try:
+        with _bench_progress() as progress:
+            results = run_eval(cfg, overwrite=overwrite, retry_failed=retry_failed, progress=progress)
+    except (EvalError, DatasetError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(combined_markdown(results), markup=False, highlight=False)
+    console.print(f"wrote {Path(cfg.out) / 'results.json'}", markup=False, highlight=False)
+
+
+@eval_app.command("score")
+def score(
+    predictions: Annotated[Path, typer.Argument(help="predictions.jsonl of an earlier run")],
+    bench: Annotated[str, typer.Option(help="benchmark the predictions belong to")],
+    out: Annotated[Path | None, typer.Option(help="also write results.json (and results.md) to this folder")] = None,
+) -> None:
+    """Rescore saved predictions without a model: prints the benchmark's results.json to stdout."""
+    from videor1.eval.benchmarks import get_benchmark
+    from videor1.eval.report import benchmark_markdown, write_benchmark
+    from videor1.eval.scoring import rescore, summarize
+
+    try:
+        benchmark = get_benchmark(bench)
+        lines = predictions.read_text(encoding="utf-8").splitlines()
+        records = [rescore(benchmark, json.loads(line)) for line in lines if line.strip()]
+    except (OSError, ValueError, KeyError) as exc:
+        raise _fail(f"{predictions}: {exc}") from exc
+    summary = summarize(benchmark, records)
+    if out is not None:
+        write_benchmark(out, summary)
+    typer.echo(json.dumps(summary, indent=1))
+    err_console.print(benchmark_markdown(summary), markup=False, highlight=False)
+
+
+@eval_app.command("table")
+def table(runs: Annotated[list[Path], typer.Argument(help="eval output folders (or their results.json)")]) -> None:
+    """Print Table 1 (Markdown) with one row per evaluated run."""
+    from videor1.eval.report import table_from_runs
+
+    try:
+        typer.echo(table_from_runs(runs), nl=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+def infer(
+    question: Annotated[str, typer.Argument(help="the question; lettered option lines (A. …) may follow it")],
+    model: Annotated[str, typer.Option(help="model folder or hub id")],
+    video: Annotated[Path | None, typer.Option(help="a video file")] = None,
+    image: Annotated[Path | None, typer.Option(help="an image file")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="an answer option; repeat for each")] = None,
+    problem_type: Annotated[str, typer.Option("--type", help="answer type without options")] = "free-form",
+    frames: Annotated[int | None, typer.Option(help="most frames, sampled at --fps (default: 16)")] = None,
+    fps: Annotated[float | None, typer.Option(help="video sampling rate (default: 2.0)")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
+    image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: 0.01)")] = None,
+    top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
+    device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
+) -> None:
+    """Answer one question about a video or an image; prints the reasoning and the answer."""
+    import torch
+
+    from videor1.config import MediaConfig
+    from videor1.eval.config import DecodingConfig
+    from videor1.eval.infer import InferError, answer_question, build_sample
+    from videor1.eval.runner import pick_device
+    from videor1.models.load import load_model_and_processor
+
+    if (video is None) == (image is None):
+        raise _fail("give exactly one of --video or --image")
+    try:
+        media = MediaConfig.model_validate(_media_overrides(frames, fps, max_pixels, image_max_pixels))
+        decoding = DecodingConfig.model_validate(
+            _decoding(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        )
+        sample = build_sample(video or image, "video" if video else "image", question, _split_options(option),
+                              problem_type)
+    except (ValidationError, InferError) as exc:
+        raise _fail(str(exc)) from exc
+    loaded, processor = load_model_and_processor(model, dtype=dtype, device=pick_device(device))
+    torch.manual_seed(decoding.seed)
+    try:
+        result = answer_question(loaded, processor, sample, media, **decoding.model_dump(exclude={"seed"}))
+    except InferError as exc:
+        raise _fail(str(exc), code=1) from exc
+    console.print("[bold]Reasoning:[/bold]")
+    console.print(result.reasoning or "(none)", markup=False, highlight=False)
+    answer = result.answer if result.answer is not None else "(no answer found)"
+    if result.option:
+        answer = f"{answer}. {result.option}"
+    console.print("[bold]Answer:[/bold] ", end="")
+    console.print(answer, markup=False, highlight=False)
+
+
+def _split_options(options: list[str] | None) -> list[str]:
+    """--option values as given (an option may itself contain commas, so no comma splitting here)."""
+    return [o.strip() for o in options or [] if o.strip()]

@@ -1,0 +1,76 @@
+"""Typed configuration of an evaluation run. Defaults live here and nowhere else.
+
+The decoding defaults are the paper's (temperature 0.01, top_p 0.001, 1024 new tokens; Video-R1's
+released eval_bench.py used temperature 0.1 — with top_p 0.001 both keep only the top token). Every
+sampling knob is passed explicitly to `generate`, so the knobs a checkpoint's generation_config.json may
+carry (Qwen chat checkpoints ship a repetition penalty and a top-k) never change the numbers silently.
+Frames and pixel budgets are per run: the paper evaluates at 16/32/64 frames sampled at 2 fps, each frame
+≤ 256·28·28 pixels.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from videor1.config import PIXEL_UNIT, MediaConfig, StrictModel
+from videor1.eval.benchmarks import get_benchmark
+
+EVAL_FRAMES = 16
+EVAL_VIDEO_MAX_PIXELS = 256 * PIXEL_UNIT
+
+
+def eval_media() -> MediaConfig:
+    """The paper's evaluation media: up to 16 frames at 2 fps, each ≤ 256·28·28 pixels."""
+    return MediaConfig(max_frames=EVAL_FRAMES, video_max_pixels=EVAL_VIDEO_MAX_PIXELS)
+
+
+class DecodingConfig(StrictModel):
+    """How answers are sampled (the paper's near-greedy decoding)."""
+
+    temperature: float = Field(0.01, ge=0, description="0 = greedy")
+    top_p: float = Field(0.001, gt=0, le=1)
+    top_k: int | None = Field(None, gt=0, description="None = no top-k filter")
+    repetition_penalty: float = Field(1.0, gt=0, description="1.0 = none")
+    max_new_tokens: int = Field(1024, gt=0)
+    seed: int = Field(0, description="torch seed set once per run")
+
+
+class BenchmarkRun(StrictModel):
+    """One benchmark file to evaluate."""
+
+    name: str = Field(..., description="vsibench, videommmu, mmvu, mvbench, tempcompass or videomme")
+    data: str = Field(..., description="Video-R1-format evaluation file (JSON, JSONL, parquet, datasets folder)")
+    media_root: str = Field(..., description="folder the rows' paths are relative to")
+    category_field: str | None = Field(None, description="column holding the category; None = the benchmark's own")
+
+
+class EvalConfig(StrictModel):
+    """A `videor1 eval` run."""
+
+    model: str = Field(..., description="hub id or local folder")
+    label: str | None = Field(None, description="row name in the results table; None = the model folder's name")
+    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
+    device: str | None = Field(None, description="None = the first CUDA device if there is one, else cpu")
+    attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
+    media: MediaConfig = Field(default_factory=eval_media)
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    batch_size: int = Field(8, gt=0, description="samples per generate call")
+    system_prompt: str | None = Field(None, description="None = the chat template's default")
+    limit: int | None = Field(None, gt=0, description="evaluate at most this many samples per benchmark")
+    benchmarks: list[BenchmarkRun] = Field(..., min_length=1)
+    out: str = Field("runs/eval", description="output folder")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EvalConfig:
+        keys = [get_benchmark(b.name).key for b in self.benchmarks]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"each benchmark may appear once, got {', '.join(keys)}")
+        return self
+
+    def row_label(self) -> str:
+        """The model's name in the results table."""
+        return self.label or self.model.rstrip("/").rsplit("/", 1)[-1]
+
+
+# Settings that change what a finished prediction would be: resuming under different ones would mix runs.
+RESUME_KEYS: tuple[str, ...] = ("model", "dtype", "media", "decoding", "system_prompt")

@@ -1,0 +1,287 @@
+"""`videor1 eval`: batched, resumable, isolated generation on the benchmarks, then their reports.
+
+Layout of the output folder:
+    config.yaml, eval.log, results.json, results.md      the run: arguments, log, Table 1 and breakdowns
+    <benchmark>/predictions.jsonl                         one line per finished sample, appended and fsynced
+    <benchmark>/config.yaml, results.json, results.md     that benchmark's settings and metrics
+Resume: a rerun reads predictions.jsonl and generates only the samples not in it, so a run killed midway
+loses nothing it finished (a line cut by the kill is dropped and redone). Failed samples count as
+finished (scored 0, with their error) unless `retry_failed`. A rerun with other settings (model, frames,
+decoding…) into the same folder is refused rather than mixing two runs' predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from videor1.config import save_config
+from videor1.data.dataset import load_dataset
+from videor1.data.schema import Sample
+from videor1.eval.benchmarks import UNKNOWN_CATEGORY, Benchmark, category_of, get_benchmark
+from videor1.eval.config import RESUME_KEYS, BenchmarkRun, EvalConfig
+from videor1.eval.generate import Generation, generate_batch
+from videor1.eval.report import RESULTS_JSON, write_benchmark, write_combined
+from videor1.eval.scoring import rescore, summarize
+
+PREDICTIONS = "predictions.jsonl"
+CONFIG = "config.yaml"
+LOG = "eval.log"
+MAX_PROBLEMS_SHOWN = 10
+
+Progress = Callable[[str, int, int], None]
+
+
+class EvalError(Exception):
+    """An evaluation that cannot start: bad rows in a benchmark file, or settings that clash with a resume."""
+
+
+def sample_key(problem_id: int | str) -> str:
+    """The resume key of a sample (JSON round-trips ints and strings alike through str)."""
+    return str(problem_id)
+
+
+class PredictionStore:
+    """predictions.jsonl of one benchmark: finished records by sample key, appended durably line by line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        self.dropped = 0
+        if path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        # a run killed while writing leaves a last line without its newline: that sample is redone
+        complete, partial = lines[:-1], lines[-1]
+        kept = []
+        for line in complete:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                self.dropped += 1
+                continue
+            self.records[sample_key(record["id"])] = record
+            kept.append(line)
+        self.dropped += bool(partial.strip())
+        if self.dropped:
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Append records and force them to disk before returning."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.records[sample_key(record["id"])] = record
+            f.flush()
+            os.fsync(f.fileno())
+
+    def drop_failed(self) -> int:
+        """Forget the failed records (to generate them again); returns how many."""
+        failed = [key for key, record in self.records.items() if record.get("error")]
+        for key in failed:
+            del self.records[key]
+        if failed:
+            lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()]
+            self.path.write_text("".join(lines), encoding="utf-8")
+        return len(failed)
+
+
+def prediction_record(bench: Benchmark, sample: Sample, category: str, generation: Generation) -> dict[str, Any]:
+    """The predictions.jsonl line of one sample: inputs needed to rescore it, output, answer, score, error."""
+    record = {
+        "id": sample.problem_id, "row": sample.row, "path": sample.path, "data_type": sample.data_type,
+        "problem_type": sample.problem_type, "category": category, "options": list(sample.options),
+        "truth": sample.answer, "output": generation.text, "error": generation.error,
+    }
+    return rescore(bench, record)
+
+
+def load_benchmark(run: BenchmarkRun, limit: int | None = None) -> tuple[Benchmark, list[Sample], int]:
+    """The benchmark, its samples in the evaluated subset (first `limit`), and how many were left out."""
+    bench = get_benchmark(run.name)
+    dataset = load_dataset(run.data, run.media_root)
+    if dataset.problems:
+        shown = "\n".join(str(p) for p in dataset.problems[:MAX_PROBLEMS_SHOWN])
+        more = len(dataset.problems) - MAX_PROBLEMS_SHOWN
+        raise EvalError(
+            f"{run.data}: {dataset.bad_rows} bad rows (check with `videor1 data validate`):\n{shown}"
+            + (f"\n… and {more} more" if more > 0 else "")
+        )
+    keys = [sample_key(s.problem_id) for s in dataset.samples]
+    if len(set(keys)) != len(keys):
+        # predictions are resumed by id: 1 and "1" would be one sample
+        raise EvalError(f"{run.data}: problem_ids must stay distinct as text (e.g. not both 1 and \"1\")")
+    samples = [s for s in dataset.samples if bench.includes(s)]
+    excluded = len(dataset.samples) - len(samples)
+    return bench, samples[:limit] if limit is not None else samples, excluded
+
+
+def _resume_settings(cfg: EvalConfig, run: BenchmarkRun) -> dict[str, Any]:
+    """What a benchmark's finished predictions depend on (not where the media folder happens to be)."""
+    data = cfg.model_dump(mode="json", include=set(RESUME_KEYS))
+    benchmark = {"name": get_benchmark(run.name).key, "data": str(Path(run.data).resolve()),
+                 "category_field": run.category_field}
+    return {**data, "benchmark": benchmark}
+
+
+def check_resumable(bench_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse to add predictions to a folder whose earlier predictions came from other settings."""
+    saved_path = bench_dir / CONFIG
+    if not (bench_dir / PREDICTIONS).exists() or not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    differ = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key))
+    if differ:
+        raise EvalError(
+            f"{bench_dir} holds predictions made with other settings ({', '.join(differ)}); "
+            "use another --out, or --overwrite to start this benchmark again"
+        )
+
+
+@contextmanager
+def _run_log(out: Path) -> Iterator[logging.Logger]:
+    """A logger writing to out/eval.log for the duration of the run."""
+    logger = logging.getLogger(f"videor1.eval.{out.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(out / LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def evaluate_benchmark(
+    model: Any, processor: Any, bench: Benchmark, samples: list[Sample], categories: list[str], bench_dir: Path,
+    cfg: EvalConfig, *, retry_failed: bool = False, progress: Progress | None = None,
+    log: logging.Logger | None = None,
+) -> list[dict[str, Any]]:
+    """Generate every sample not yet in predictions.jsonl, batch by batch; return all records in data order."""
+    log = log or logging.getLogger(__name__)
+    store = PredictionStore(bench_dir / PREDICTIONS)
+    if store.dropped:
+        log.warning(f"{bench.key}: dropped {store.dropped} unfinished line(s) of {store.path}; redoing them")
+    if retry_failed and (count := store.drop_failed()):
+        log.info(f"{bench.key}: retrying {count} failed sample(s)")
+    category = {sample_key(s.problem_id): c for s, c in zip(samples, categories, strict=True)}
+    todo = [s for s in samples if sample_key(s.problem_id) not in store]
+    done = len(samples) - len(todo)
+    log.info(f"{bench.key}: {len(samples)} samples, {done} already finished, {len(todo)} to generate")
+    decoding = cfg.decoding.model_dump(exclude={"seed"})
+    if progress is not None:
+        progress(bench.key, done, len(samples))
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = todo[start : start + cfg.batch_size]
+        began = time.perf_counter()
+        generations = generate_batch(model, processor, batch, cfg.media, system_prompt=cfg.system_prompt, **decoding)
+        records = [prediction_record(bench, g.sample, category[sample_key(g.sample.problem_id)], g)
+                   for g in generations]
+        store.append(records)
+        for record in records:
+            if record["error"]:
+                log.warning(f"{bench.key}: sample {record['id']} failed: {record['error']}")
+        done += len(batch)
+        log.info(f"{bench.key}: {done}/{len(samples)} ({time.perf_counter() - began:.1f} s for {len(batch)})")
+        if progress is not None:
+            progress(bench.key, done, len(samples))
+    return [store.records[sample_key(s.problem_id)] for s in samples]
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The configured device, else the machine's accelerator if it has one, else the CPU."""
+    if name is not None:
+        return torch.device(name)
+    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+
+
+def combined_results(
+    cfg: EvalConfig, out: Path, summaries: dict[str, dict[str, Any]], excluded: dict[str, int]
+) -> dict[str, Any]:
+    """The run's results: this run's benchmarks plus finished ones in `out` made with the same settings."""
+    benchmarks = dict(summaries)
+    current = cfg.model_dump(mode="json")
+    for bench_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        if bench_dir.name in benchmarks or not (bench_dir / RESULTS_JSON).exists():
+            continue
+        saved_path = bench_dir / CONFIG
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.exists() else {}
+        if saved and all(saved.get(k) == current.get(k) for k in RESUME_KEYS):
+            benchmarks[bench_dir.name] = json.loads((bench_dir / RESULTS_JSON).read_text(encoding="utf-8"))
+    frames = cfg.media.nframes or cfg.media.max_frames
+    return {"model": cfg.model, "label": cfg.row_label(), "frames": frames, "benchmarks": benchmarks,
+            "excluded": excluded}
+
+
+def _run_benchmark(
+    model: Any, processor: Any, cfg: EvalConfig, run: BenchmarkRun, bench: Benchmark, samples: list[Sample],
+    excluded: int, bench_dir: Path, log: logging.Logger, *, retry_failed: bool, progress: Progress | None,
+) -> dict[str, Any]:
+    """One benchmark of a run: settings, categories, generation (resumed), then its summary and reports."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    (bench_dir / CONFIG).write_text(yaml.safe_dump(_resume_settings(cfg, run), sort_keys=False), "utf-8")
+    if excluded:
+        log.info(f"{bench.key}: {excluded} rows outside the evaluated subset (multiple choice only)")
+    categories = [category_of(bench, s, run.category_field) for s in samples]
+    unknown = categories.count(UNKNOWN_CATEGORY)
+    if unknown and bench.categories:
+        looked = run.category_field or ", ".join((*bench.category_fields, "data_source"))
+        log.warning(f"{bench.key}: {unknown} samples without a known category (looked at {looked}); "
+                    "pass --category-field to name the column")
+    records = evaluate_benchmark(model, processor, bench, samples, categories, bench_dir, cfg,
+                                 retry_failed=retry_failed, progress=progress, log=log)
+    summary = summarize(bench, records)
+    write_benchmark(bench_dir, summary)
+    log.info(f"{bench.key}: overall {summary['overall']}")
+    return summary
+
+
+def run_eval(
+    cfg: EvalConfig, *, overwrite: bool = False, retry_failed: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Evaluate the model on every configured benchmark; write predictions, results and logs under cfg.out."""
+    from videor1.models.load import load_model_and_processor
+
+    out = Path(cfg.out)
+    loaded = [(run, *load_benchmark(run, cfg.limit)) for run in cfg.benchmarks]  # bad data fails before the model
+    for run, bench, _, _ in loaded:
+        bench_dir = out / bench.key
+        if overwrite and bench_dir.exists():
+            shutil.rmtree(bench_dir)
+        check_resumable(bench_dir, _resume_settings(cfg, run))
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / CONFIG)
+    with _run_log(out) as log:
+        device = pick_device(cfg.device)
+        log.info(f"evaluating {cfg.model} on {', '.join(b.key for _, b, _, _ in loaded)} ({device})")
+        model, processor = load_model_and_processor(
+            cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, device=device
+        )
+        torch.manual_seed(cfg.decoding.seed)
+        summaries = {
+            bench.key: _run_benchmark(model, processor, cfg, run, bench, samples, excluded, out / bench.key, log,
+                                      retry_failed=retry_failed, progress=progress)
+            for run, bench, samples, excluded in loaded
+        }
+        results = combined_results(cfg, out, summaries, {bench.key: n for _, bench, _, n in loaded})
+        write_combined(out, results)
+    return results
