@@ -4,14 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from videor1.config import ConfigError, MediaConfig, TrainConfig, apply_overrides, load_config
+from videor1.config import ConfigError, MediaConfig, SFTConfig, TrainConfig, apply_overrides, load_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    assert load_config(TrainConfig, path).max_steps > 0
+    kind = SFTConfig if "sft" in path.name else TrainConfig
+    assert load_config(kind, path).max_steps > 0
 
 
 def test_a_tiny_config_ships():

@@ -167,12 +167,17 @@ def test_two_cpu_processes_train_together_and_stay_identical(tmp_path, tiny_mode
 def launch_two_cpu_processes(kind, report, config_path):
     """`accelerate launch` two gloo processes on the CPU running tests/dist_check.py."""
     import os
+    import socket
     import subprocess
     import sys
 
+    with socket.socket() as sock:  # a free rendezvous port, so back-to-back launches never collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     # accelerate's --cpu launcher starts one process; torchrun-style launching with ACCELERATE_USE_CPU gives gloo
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port),
                "tests/dist_check.py", kind, str(report), str(config_path)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

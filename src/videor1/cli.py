@@ -14,6 +14,7 @@ from rich.table import Table
 
 from videor1.data.dataset import DatasetError, LoadedDataset
 from videor1.eval.commands import register as register_eval
+from videor1.serve.commands import register as register_serve
 
 app = typer.Typer(help="videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO).", no_args_is_help=True)
 data_app = typer.Typer(help="Validate, inspect and synthesize Video-R1-format datasets.", no_args_is_help=True)
@@ -235,6 +236,7 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="a videor1 run directory (
 
 
 register_eval(app)
+register_serve(app)
 
 if __name__ == "__main__":
     app()

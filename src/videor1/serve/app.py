@@ -1,0 +1,292 @@
+"""The HTTP layer of `videor1 serve`: OpenAI-compatible `/v1/chat/completions`, `/v1/models` and `/health`.
+
+Bad input is answered with a 4xx and an OpenAI-style error body (`{"error": {"message", "type", "param",
+"code"}}`), never a 500. The API key and the body size are checked by a pure ASGI guard before anything
+reads or parses the body. Parsing, media decoding and prompt rendering run in a bounded thread pool, and
+generation runs in the single model worker, so the event loop only moves bytes and stays responsive
+(`/health` answers while a batch is generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from videor1.models.generation import GeneratedText, SamplingParams
+from videor1.models.inputs import SampleMedia
+from videor1.serve.config import ServeConfig
+from videor1.serve.errors import RequestError
+from videor1.serve.messages import decode_media, parse_messages
+from videor1.serve.worker import GenerationWorker
+
+logger = logging.getLogger("videor1.serve")
+
+_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    405: "invalid_request_error", 413: "invalid_request_error", 503: "overloaded_error",
+}
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def error_response(status: int, message: str, *, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    """An OpenAI-style error body."""
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields of an OpenAI chat-completion request that this server reads; others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[Any]
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stream: bool | None = False
+    n: int | None = 1
+    stop: str | list[str] | None = None
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = False
+
+
+def _unsupported(request: ChatCompletionRequest) -> str | None:
+    """Why a request asks for something this server does not do (rather than silently ignoring it)."""
+    if request.stream:
+        return "stream=true is not supported; send stream=false"
+    if request.n not in (None, 1):
+        return "n must be 1; send several requests for several completions"
+    if request.stop:
+        return "stop sequences are not supported"
+    if request.tools:
+        return "tools are not supported"
+    if request.response_format and request.response_format.get("type") != "text":
+        return "only response_format {'type': 'text'} is supported"
+    if request.logprobs:
+        return "logprobs are not supported"
+    return None
+
+
+def sampling_params(request: ChatCompletionRequest, cfg: ServeConfig) -> SamplingParams:
+    """The request's decoding settings, with the server's defaults and limits."""
+    problem = _unsupported(request)
+    if problem:
+        raise RequestError(400, problem)
+    max_tokens = request.max_completion_tokens or request.max_tokens or cfg.default_max_tokens
+    if max_tokens > cfg.max_tokens_limit:
+        raise RequestError(400, f"max_tokens {max_tokens} exceeds this server's limit {cfg.max_tokens_limit}",
+                           param="max_tokens")
+    return SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=cfg.default_temperature if request.temperature is None else request.temperature,
+        top_p=cfg.default_top_p if request.top_p is None else request.top_p,
+    )
+
+
+def _bearer_ok(scope: dict[str, Any], api_key: str) -> bool:
+    headers = dict(scope.get("headers") or [])
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), api_key.encode())
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and discard the rest of a body: answering while the client still sends resets the connection."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+class Guard:
+    """Pure ASGI middleware: the API key on /v1/* and a bound on the body, before the body is parsed."""
+
+    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.api_key and scope["path"].startswith("/v1/") and not _bearer_ok(scope, self.api_key):
+            await _drain(receive)
+            await error_response(401, "missing or wrong API key (Authorization: Bearer KEY)",
+                                 headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        body, problem = await self._read_body(scope, receive)
+        if problem is not None:
+            await problem(scope, receive, send)
+            return
+        delivered = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # later calls wait for the disconnect, as the server's own would
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> tuple[bytes, JSONResponse | None]:
+        too_large = error_response(413, f"request body exceeds {self.max_body_bytes} bytes")
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _drain(receive)
+                return b"", error_response(400, "invalid Content-Length header")
+            if int(declared) > self.max_body_bytes:
+                await _drain(receive)
+                return b"", too_large
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"", None  # the client went away; the app sees the disconnect
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:  # a chunked body without Content-Length
+                if message.get("more_body", False):
+                    await _drain(receive)
+                return b"", too_large
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    messages = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            messages.append(f"invalid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
+            continue
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        messages.append(f"{loc}: {error.get('msg')}")
+    return "; ".join(messages) or "invalid request"
+
+
+@dataclass
+class ServerState:
+    """What the routes need: settings, the model worker, the processor and the media grid factor."""
+
+    cfg: ServeConfig
+    worker: GenerationWorker
+    processor: Any
+    factor: int
+    name: str
+    limiter: anyio.CapacityLimiter | None = field(default=None)
+
+
+def _prepare(state: ServerState, messages: list[Any]) -> tuple[str, list[SampleMedia]]:
+    """Parse messages, decode their media and render the prompt (runs in a worker thread)."""
+    cfg = state.cfg
+    allowed = Path(cfg.allowed_media_dir) if cfg.allowed_media_dir else None
+    parsed = parse_messages(messages, allowed_dir=allowed, max_media=cfg.max_media_per_request)
+    media = decode_media(parsed.media, cfg.media, state.factor)
+    try:
+        text = state.processor.apply_chat_template(parsed.messages, add_generation_prompt=True, tokenize=False)
+    except Exception as exc:  # jinja raises its own types for conversations the template refuses
+        raise RequestError(400, f"the chat template refused these messages: {exc}") from exc
+    return text, media
+
+
+def _completion_body(name: str, generation: GeneratedText) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": name,
+        "choices": [{
+            "index": 0, "message": {"role": "assistant", "content": generation.text},
+            "finish_reason": generation.finish_reason, "logprobs": None,
+        }],
+        "usage": {
+            "prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens,
+            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        },
+    }
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """The FastAPI app over a started worker; the worker is stopped when the app shuts down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # anyio limiters belong to the running event loop, so it is made here rather than up front
+        state.limiter = anyio.CapacityLimiter(state.cfg.decode_workers)
+        yield
+        state.worker.stop()
+
+    app = FastAPI(title="videor1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, api_key=state.cfg.api_key, max_body_bytes=state.cfg.max_body_bytes)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return error_response(exc.status, exc.message, param=exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, _validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # only a bug gets here (bad input is a RequestError); the body still follows the OpenAI error shape
+        logger.exception("unhandled error")
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not state.worker.alive:
+            return error_response(503, "the model worker is not running")
+        worker = state.worker
+        return JSONResponse({
+            "status": "ok", "model": state.name, "queued": worker.pending, "running": worker.running,
+            "batches": worker.batches, "requests": worker.requests,
+        })
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": state.name, "object": "model", "created": 0, "owned_by": "videor1"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        if request.model is not None and request.model != state.name:
+            raise RequestError(404, f"model {request.model!r} is not served here; this server serves {state.name!r}",
+                               param="model")
+        params = sampling_params(request, state.cfg)
+        text, media = await anyio.to_thread.run_sync(_prepare, state, request.messages, limiter=state.limiter)
+        generation = await asyncio.wrap_future(state.worker.submit(text, media, params))
+        body = _completion_body(state.name, generation)
+        logger.info(
+            "%s: %d media, %d prompt + %d completion tokens (%s) in %.2f s", body["id"], len(media),
+            generation.prompt_tokens, generation.completion_tokens, generation.finish_reason,
+            time.perf_counter() - start,
+        )
+        return body
+
+    return app

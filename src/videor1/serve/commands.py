@@ -1,0 +1,86 @@
+"""`videor1 serve` and `videor1 annotate`, added to the main typer app by `register(app)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from videor1.serve.config import ServeConfig
+from videor1.serve.options import (
+    Fps,
+    ImageMaxPixels,
+    ImageMinPixels,
+    MaxFrames,
+    MinFrames,
+    NFrames,
+    VideoMaxPixels,
+    VideoMinPixels,
+    build_config,
+    described,
+    media_values,
+)
+
+_LIMITS = "Limits and batching"
+
+
+def _opt(name: str, panel: str | None = None, **kwargs) -> typer.models.OptionInfo:
+    return typer.Option(help=described(ServeConfig, name), rich_help_panel=panel, **kwargs)
+
+
+def serve(
+    model: Annotated[str, typer.Option(help=described(ServeConfig, "model"))],
+    host: Annotated[str | None, _opt("host")] = None,
+    port: Annotated[int | None, _opt("port")] = None,
+    api_key: Annotated[str | None, _opt("api_key", envvar="VIDEOR1_API_KEY")] = None,
+    allowed_media_dir: Annotated[Path | None, _opt("allowed_media_dir")] = None,
+    served_model_name: Annotated[str | None, _opt("served_model_name")] = None,
+    max_body_bytes: Annotated[int | None, _opt("max_body_bytes", _LIMITS)] = None,
+    max_media_per_request: Annotated[int | None, _opt("max_media_per_request", _LIMITS)] = None,
+    max_batch_size: Annotated[int | None, _opt("max_batch_size", _LIMITS)] = None,
+    batch_wait_s: Annotated[float | None, _opt("batch_wait_s", _LIMITS)] = None,
+    max_queue: Annotated[int | None, _opt("max_queue", _LIMITS)] = None,
+    decode_workers: Annotated[int | None, _opt("decode_workers", _LIMITS)] = None,
+    default_max_tokens: Annotated[int | None, _opt("default_max_tokens", _LIMITS)] = None,
+    max_tokens_limit: Annotated[int | None, _opt("max_tokens_limit", _LIMITS)] = None,
+    max_prompt_tokens: Annotated[int | None, _opt("max_prompt_tokens", _LIMITS)] = None,
+    default_temperature: Annotated[float | None, _opt("default_temperature")] = None,
+    default_top_p: Annotated[float | None, _opt("default_top_p")] = None,
+    dtype: Annotated[str | None, _opt("dtype")] = None,
+    device: Annotated[str | None, _opt("device")] = None,
+    attn_implementation: Annotated[str | None, _opt("attn_implementation")] = None,
+    torch_threads: Annotated[int | None, _opt("torch_threads")] = None,
+    log_dir: Annotated[Path | None, _opt("log_dir")] = None,
+    fps: Fps = None,
+    min_frames: MinFrames = None,
+    max_frames: MaxFrames = None,
+    nframes: NFrames = None,
+    video_min_pixels: VideoMinPixels = None,
+    video_max_pixels: VideoMaxPixels = None,
+    image_min_pixels: ImageMinPixels = None,
+    image_max_pixels: ImageMaxPixels = None,
+) -> None:
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions with image_url and video_url parts)."""
+    values = dict(locals())
+    media = media_values(**{k: values.pop(k) for k in (
+        "fps", "min_frames", "max_frames", "nframes", "video_min_pixels", "video_max_pixels", "image_min_pixels",
+        "image_max_pixels",
+    )})
+    for key in ("allowed_media_dir", "log_dir"):
+        values[key] = str(values[key]) if values[key] is not None else None
+    cfg = build_config(ServeConfig, {**values, "media": media})
+    if cfg.allowed_media_dir is not None and not Path(cfg.allowed_media_dir).is_dir():
+        typer.echo(f"error: --allowed-media-dir {cfg.allowed_media_dir} is not a folder", err=True)
+        raise typer.Exit(2)
+    from videor1.serve.server import serve as run_server
+
+    run_server(cfg)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `serve` and `annotate` commands to the main app."""
+    from videor1.annotate.commands import annotate
+
+    app.command("serve")(serve)
+    app.command("annotate")(annotate)

@@ -1,0 +1,192 @@
+"""OpenAI chat messages -> our chat-template messages and decoded media.
+
+Accepted content parts: `text`, `image_url` and `video_url` (`{"url": ...}` or the URL as a string), where
+a URL is a base64 `data:` URL or a local file (`file://` URL, absolute path, or a path relative to the
+allowed directory). Local files are served only from under `--allowed-media-dir`, checked after resolving
+symlinks, because a client is not trusted to name files on the server. Remote http(s) URLs are refused:
+the server makes no outbound requests.
+
+Media is decoded with the server's `MediaConfig` through the same `load_video` / `load_image` as training,
+so frames, budgets and the sampled fps (hence temporal positions) match what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from videor1.config import MediaConfig
+from videor1.data.media import MediaError, load_image, load_video
+from videor1.models.inputs import SampleMedia
+from videor1.serve.errors import RequestError
+
+MediaKind = Literal["image", "video"]
+_PART_KINDS: dict[str, MediaKind] = {"image_url": "image", "video_url": "video"}
+_ROLES: dict[str, str] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """One image or video of a request: inline bytes or a checked local path."""
+
+    kind: MediaKind
+    data: bytes | None = None
+    path: Path | None = None
+    suffix: str = ""
+    """File extension for the inline bytes (decoders sniff the format; the suffix only helps them)."""
+
+
+@dataclass
+class ParsedChat:
+    """Messages in the chat template's form (media as placeholders) and the media in order of appearance."""
+
+    messages: list[dict[str, Any]]
+    media: list[MediaRef]
+
+
+def parse_data_url(url: str, kind: MediaKind, param: str) -> MediaRef:
+    """Decode a `data:<mime>;base64,<payload>` URL."""
+    header, comma, payload = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise RequestError(400, "a data URL must look like data:<mime type>;base64,<payload>", param=param)
+    mime = header[len("data:") : -len(";base64")]
+    top = mime.split("/", 1)[0]
+    if top in ("image", "video") and top != kind:
+        raise RequestError(400, f"{param} is a {kind} part but its data URL holds {mime}", param=param)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(400, f"{param}: invalid base64 payload ({exc})", param=param) from exc
+    if not data:
+        raise RequestError(400, f"{param}: empty data URL", param=param)
+    return MediaRef(kind, data=data, suffix=mimetypes.guess_extension(mime) or "")
+
+
+def local_media_path(url: str, allowed_dir: Path | None, param: str) -> Path:
+    """Resolve a file:// URL or path; only files under `allowed_dir` (symlinks resolved) are served."""
+    if allowed_dir is None:
+        raise RequestError(
+            403, f"{param}: local media paths are disabled; start the server with --allowed-media-dir", param=param
+        )
+    raw = unquote(urlparse(url).path) if url.startswith("file://") else url
+    root = allowed_dir.resolve()
+    path = (root / raw).resolve()  # an absolute `raw` replaces root; relative ones are under it
+    if not path.is_relative_to(root):
+        raise RequestError(403, f"{param}: {raw!r} is outside the allowed media directory", param=param)
+    if not path.is_file():
+        raise RequestError(400, f"{param}: no such file {raw!r} in the allowed media directory", param=param)
+    return path
+
+
+def parse_media_url(url: Any, kind: MediaKind, allowed_dir: Path | None, param: str) -> MediaRef:
+    """A media reference from a part's URL: data URL or allowed local file."""
+    if not isinstance(url, str) or not url.strip():
+        raise RequestError(400, f"{param}: the url must be a non-empty string", param=param)
+    scheme = urlparse(url).scheme.lower()
+    if scheme == "data":
+        return parse_data_url(url, kind, param)
+    if scheme in ("http", "https"):
+        raise RequestError(400, f"{param}: remote URLs are not fetched; send a base64 data URL", param=param)
+    if scheme not in ("", "file"):
+        raise RequestError(400, f"{param}: unsupported URL scheme {scheme!r}", param=param)
+    return MediaRef(kind, path=local_media_path(url, allowed_dir, param))
+
+
+def _part_url(part: dict[str, Any], key: str, param: str) -> Any:
+    value = part.get(key)
+    if isinstance(value, dict):
+        return value.get("url")
+    if isinstance(value, str):
+        return value
+    raise RequestError(400, f"{param}: {key} must be an object with a url", param=param)
+
+
+def _parse_content(
+    content: Any, role: str, allowed_dir: Path | None, param: str, media: list[MediaRef]
+) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise RequestError(400, f"{param}: content must be a string or a list of parts", param=param)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        where = f"{param}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise RequestError(400, f"{where}: a text part needs a string 'text'", param=where)
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind in _PART_KINDS:
+            if role != "user":
+                raise RequestError(400, f"{where}: only user messages may carry images or videos", param=where)
+            ref = parse_media_url(_part_url(part, kind, where), _PART_KINDS[kind], allowed_dir, where)
+            media.append(ref)
+            parts.append({"type": ref.kind})
+        else:
+            raise RequestError(
+                400, f"{where}: unsupported content part type {kind!r}; expected text, image_url or video_url",
+                param=where,
+            )
+    return parts
+
+
+def parse_messages(messages: Sequence[Any], *, allowed_dir: Path | None, max_media: int) -> ParsedChat:
+    """Validate OpenAI chat messages; media parts become placeholders plus `MediaRef`s (nothing decoded yet)."""
+    if not messages:
+        raise RequestError(400, "messages must be a non-empty list", param="messages")
+    parsed: list[dict[str, Any]] = []
+    media: list[MediaRef] = []
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise RequestError(400, f"{param} must be an object", param=param)
+        name = message.get("role")
+        role = _ROLES.get(name) if isinstance(name, str) else None
+        if role is None:
+            raise RequestError(
+                400, f"{param}.role {message.get('role')!r} is not supported; expected system, user or assistant",
+                param=param,
+            )
+        parts = _parse_content(message.get("content"), role, allowed_dir, f"{param}.content", media)
+        parsed.append({"role": role, "content": parts})
+        if len(media) > max_media:
+            raise RequestError(400, f"more than {max_media} images and videos in one request", param=param)
+    return ParsedChat(parsed, media)
+
+
+def _load(ref: MediaRef, path: Path, media: MediaConfig, factor: int) -> SampleMedia:
+    if ref.kind == "video":
+        return SampleMedia(video=load_video(path, media.sampling(), media.video_budget(factor)))
+    return SampleMedia(image=load_image(path, media.image_budget(factor)))
+
+
+def decode_one(ref: MediaRef, media: MediaConfig, factor: int) -> SampleMedia:
+    """Decode one reference under the server's budgets; MediaError names the part, never a server path."""
+    if ref.path is not None:
+        return _load(ref, ref.path, media, factor)
+    # PyAV and PIL read files; the bytes live in a private temp file for the decode only
+    with tempfile.NamedTemporaryFile(suffix=ref.suffix) as handle:
+        handle.write(ref.data or b"")
+        handle.flush()
+        try:
+            return _load(ref, Path(handle.name), media, factor)
+        except MediaError as exc:
+            raise MediaError(exc.path, exc.reason.replace(handle.name, f"<{ref.kind} data URL>")) from exc
+
+
+def decode_media(refs: Sequence[MediaRef], media: MediaConfig, factor: int) -> list[SampleMedia]:
+    """Decode every reference; a bad file is a 400 naming the part and the reason."""
+    decoded = []
+    for i, ref in enumerate(refs):
+        try:
+            decoded.append(decode_one(ref, media, factor))
+        except MediaError as exc:
+            raise RequestError(400, f"{ref.kind} {i + 1} of the request cannot be used: {exc.reason}") from exc
+    return decoded

@@ -1,0 +1,188 @@
+"""One model worker thread draining a queue: compatible requests are generated together in one batch.
+
+The HTTP layer decodes media and renders prompts, then hands a `Job` to `GenerationWorker.submit` and
+awaits its future; only this thread touches the model and the tokenizer. Each drain takes the requests
+waiting (up to `max_batch_size`), groups those with the same sampling parameters, and runs one
+`processor_inputs` + `generate` per group. A request that breaks its batch (its inputs cannot be
+processed, its prompt is too long, generation raises) is isolated by serving the batch's requests one by
+one, so it fails alone with its own error and never takes the others down (the original Video-R1
+turned a whole batch into errors for one bad sample).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from videor1.models.generation import GeneratedText, SamplingParams, generate_from_inputs
+from videor1.models.inputs import SampleMedia, processor_inputs
+from videor1.serve.errors import RequestError
+
+logger = logging.getLogger("videor1.serve")
+
+
+@dataclass
+class Job:
+    """One chat request ready for the model: its rendered prompt, decoded media and sampling parameters."""
+
+    text: str
+    media: list[SampleMedia]
+    params: SamplingParams
+    future: Future[GeneratedText]
+
+
+def group_compatible(jobs: Iterable[Job], max_batch_size: int) -> list[list[Job]]:
+    """Split jobs into batches of equal sampling parameters, in order of first arrival."""
+    groups: dict[tuple[float, ...], list[list[Job]]] = {}
+    order: list[list[Job]] = []
+    for job in jobs:
+        batches = groups.setdefault(job.params.batch_key, [])
+        if not batches or len(batches[-1]) >= max_batch_size:
+            batches.append([])
+            order.append(batches[-1])
+        batches[-1].append(job)
+    return order
+
+
+class GenerationWorker:
+    """Owns the model; serves `Job`s from a bounded queue in batches."""
+
+    def __init__(
+        self, model: Any, processor: Any, *, max_batch_size: int, batch_wait_s: float, max_queue: int,
+        max_prompt_tokens: int,
+    ) -> None:
+        self.model, self.processor = model, processor
+        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_s
+        self.max_prompt_tokens = max_prompt_tokens
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="videor1-generation", daemon=True)
+        self._stopping = threading.Event()
+        self.batches = 0
+        """`generate` calls made so far (with `requests`, shows how much batching happened)."""
+        self.requests = 0
+        """Requests answered so far."""
+        self.running = 0
+        """Requests in the batch being generated now."""
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Let the worker finish the batch in hand and exit; requests still queued get 503."""
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the worker if it is waiting for work
+        except queue.Full:
+            pass  # it is busy and sees the flag after its batch
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(RequestError(503, "the server is shutting down"))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread is running."""
+        return self._thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting in the queue."""
+        return self._queue.qsize()
+
+    def submit(self, text: str, media: list[SampleMedia], params: SamplingParams) -> Future[GeneratedText]:
+        """Queue a request (also before `start`); RequestError 503 when the queue is full or the worker is gone."""
+        if self._stopping.is_set() or (self._thread.ident is not None and not self._thread.is_alive()):
+            raise RequestError(503, "the model worker is not running")
+        job = Job(text, media, params, Future())
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full as exc:
+            raise RequestError(503, "the server is busy: too many requests waiting; retry later") from exc
+        return job.future
+
+    def _drain(self) -> list[Job]:
+        """Block for one job, then take whatever else arrives within `batch_wait_s` (a None wakes it to stop)."""
+        first = self._queue.get()
+        if first is None:
+            return []
+        jobs = [first]
+        # a short wait lets requests that arrive together share a batch; while a batch is generating,
+        # newcomers pile up in the queue and are all taken at once by the next drain
+        try:
+            while len(jobs) < self.max_batch_size:
+                job = self._queue.get(timeout=self.batch_wait_s) if self.batch_wait_s else self._queue.get_nowait()
+                if job is None:
+                    break  # stop() was called: serve what is in hand, then the loop sees the flag
+                jobs.append(job)
+        except queue.Empty:
+            pass
+        # a client that went away cancelled its future; skip its work
+        return [job for job in jobs if job.future.set_running_or_notify_cancel()]
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            for batch in group_compatible(self._drain(), self.max_batch_size):
+                try:
+                    self._serve(batch)
+                except Exception as exc:  # a bug here must neither kill the worker nor leave clients waiting
+                    logger.exception("unexpected error serving a batch")
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(RequestError(500, f"internal error: {exc}"))
+
+    def _serve(self, jobs: list[Job]) -> None:
+        """Generate for one compatible batch; on any failure retry its jobs alone so only the culprit fails."""
+        try:
+            inputs = processor_inputs(self.processor, [j.text for j in jobs], [m for j in jobs for m in j.media])
+        except Exception as exc:  # the processor raises many types for unusable inputs
+            self._isolate(jobs, RequestError(400, f"the request's inputs cannot be processed: {exc}"))
+            return
+        lengths = inputs["attention_mask"].sum(1).tolist()  # [B] prompt tokens, text and vision
+        too_long = [n > self.max_prompt_tokens for n in lengths]
+        if any(too_long):
+            for job, n, bad in zip(jobs, lengths, too_long, strict=True):
+                if bad:
+                    job.future.set_exception(RequestError(
+                        400, f"the prompt has {n} tokens (text and media); the limit is {self.max_prompt_tokens}"
+                    ))
+            rest = [job for job, bad in zip(jobs, too_long, strict=True) if not bad]
+            if rest:
+                self._serve(rest)
+            return
+        params = SamplingParams(max(j.params.max_new_tokens for j in jobs), jobs[0].params.temperature,
+                                jobs[0].params.top_p)
+        self.running = len(jobs)
+        try:
+            results = generate_from_inputs(
+                self.model, self.processor.tokenizer, inputs, params,
+                row_max_new_tokens=[j.params.max_new_tokens for j in jobs],
+            )
+        except Exception as exc:  # out of memory, a device error: the server keeps serving the others
+            logger.exception("generation failed for a batch of %d", len(jobs))
+            self._isolate(jobs, RequestError(500, f"generation failed: {exc}"))
+            return
+        finally:
+            self.running = 0
+        self.batches += 1
+        self.requests += len(jobs)
+        logger.debug("batch of %d: %d new tokens at most", len(jobs), params.max_new_tokens)
+        for job, (generation,) in zip(jobs, results, strict=True):
+            job.future.set_result(generation)
+
+    def _isolate(self, jobs: list[Job], error: RequestError) -> None:
+        if len(jobs) == 1:
+            jobs[0].future.set_exception(error)
+            return
+        for job in jobs:
+            self._serve([job])
