@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -11,8 +12,11 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from videor1.cli import app
 from videor1.data.synthetic import TASKS, SynthSummary, generate, render
+from videor1.data.synthetic.tasks import _REGISTRY
 
 FIELDS = {
     "problem_id": int,
@@ -253,3 +257,108 @@ def test_unshuffled_options_keep_vocabulary_order(tmp_path: Path) -> None:
 def test_rejects_bad_settings(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         generate(tmp_path, **{"n": 4, "seed": 0, **kwargs})
+
+
+# sha256 of train.json / test.json for generate(n=40, seed=0), recorded before the "brief" rationale existed:
+# the default (detailed) output must stay byte-identical.
+DETAILED_TRAIN_SHA = "3c14fd905f079f5fd4b29541af4bfdd980b2653162d9f694de1ab9303084005c"
+DETAILED_TEST_SHA = "668af624c487bc962a4a50106a813638dbd69c99ef462ab758e4d0af3f3e33d0"
+
+
+def test_detailed_rationale_is_the_unchanged_default(dataset: SynthSummary) -> None:
+    assert hashlib.sha256(dataset.train_json.read_bytes()).hexdigest() == DETAILED_TRAIN_SHA
+    assert hashlib.sha256(dataset.test_json.read_bytes()).hexdigest() == DETAILED_TEST_SHA
+    assert json.loads(dataset.meta_json.read_text())["rationale"] == "detailed"
+    _, default = render("motion_direction", seed=3)
+    _, detailed = render("motion_direction", seed=3, rationale="detailed")
+    assert default == detailed and " s " in default["process"] and "x=" in default["process"]
+
+
+def _think(row: dict) -> str:
+    return re.fullmatch(r"<think>([^<>]+)</think>", row["process"]).group(1)
+
+
+def _brief_names_the_answer(task: str, brief: str, row: dict) -> bool:
+    """The decisive word(s) of each task's answer, stated in the brief rationale."""
+    answer = _answer(row)
+    words = brief.lower().rstrip(".").replace(",", "").split()
+    if task == "motion_direction":
+        return _option_text(row) in words and not (set(OPPOSITE) - {_option_text(row)}) & set(words)
+    if task == "size_change":
+        return ("bigger" if _option_text(row) == "growing" else "smaller") in words
+    if task == "appearance_order":
+        return brief.startswith(_option_text(row).capitalize() + " appears first, then the ")
+    if task == "cell_displacement":
+        k = int(answer)
+        cells = f"{abs(k)} cell{'s' if abs(k) > 1 else ''} to the {'right' if k > 0 else 'left'}"
+        return cells in brief
+    if task == "travel_fraction":
+        return f" {answer.lstrip('-')} of the width to the {'left' if answer.startswith('-') else 'right'}" in brief
+    if task == "event_order":  # same events, same order, present tense
+        return brief.lower() == answer.replace("moved", "moves").replace("turned", "turns") + "."
+    if task == "reveal_word":
+        return f"appear as {', '.join(answer)}, spelling {answer}." in brief
+    if task == "count_shapes":
+        return f"I count {answer} shape" in brief
+    if task == "colour_at_position":
+        where = re.search(r"in the (\S+) of the image", row["problem"]).group(1).replace("-", " ")
+        return brief == f"The shape in the {where} is {_option_text(row)}."
+    if task in ("image_text", "shape_position"):
+        return answer in brief.rstrip(".").split()
+    if task == "describe_pair":
+        a, relation, b = re.fullmatch(r"a (.+?) (to the left of|above) a (.+)", answer).groups()
+        return brief == f"The {a} is {relation} the {b}."
+    raise AssertionError(f"no brief check for {task}")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_brief_rationale_is_short_plain_and_states_the_answer(task: str) -> None:
+    for label in range(_REGISTRY[task].n_classes):
+        for seed in range(3):
+            _, row = render(task, seed=seed, label=label, letter=seed, rationale="brief")
+            brief = _think(row)
+            assert 3 <= len(brief.split()) <= 20, brief
+            assert "x=" not in brief and "y=" not in brief and not re.search(r"\d s\b", brief), brief
+            # the only decimal allowed is the (unsigned) numerical answer itself
+            assert set(re.findall(r"\d+\.\d+", brief)) <= {_answer(row).lstrip("-")}, brief
+            assert _brief_names_the_answer(task, brief, row), (task, brief, row["solution"], row["options"])
+            _, detailed = render(task, seed=seed, label=label, letter=seed)
+            assert {k: v for k, v in row.items() if k != "process"} == {
+                k: v for k, v in detailed.items() if k != "process"
+            }
+
+
+def test_brief_dataset_deterministic_and_differs_only_in_process(tmp_path: Path) -> None:
+    brief = generate(tmp_path / "brief", n=12, n_test=3, seed=2, rationale="brief")
+    again = generate(tmp_path / "again", n=12, n_test=3, seed=2, rationale="brief")
+    detailed = generate(tmp_path / "detailed", n=12, n_test=3, seed=2)
+    assert json.loads(brief.meta_json.read_text())["rationale"] == "brief"
+    for split in ("train", "test"):
+        rows, rows_detailed = _rows(brief, split), _rows(detailed, split)
+        assert _rows(again, split) == rows and (brief.out_dir / f"{split}.json").read_bytes() == (
+            again.out_dir / f"{split}.json"
+        ).read_bytes()
+        for row, row_detailed in zip(rows, rows_detailed, strict=True):
+            assert len(_think(row).split()) <= 20 and len(_think(row)) < len(_think(row_detailed))
+            assert {**row, "process": ""} == {**row_detailed, "process": ""}
+            media = (brief.out_dir / row["path"]).read_bytes()
+            assert media == (again.out_dir / row["path"]).read_bytes() == (detailed.out_dir / row["path"]).read_bytes()
+
+
+def test_rejects_unknown_rationale_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'terse'"):
+        generate(tmp_path, n=4, seed=0, rationale="terse")
+    with pytest.raises(ValueError, match="'terse'"):
+        render("count_shapes", seed=0, rationale="terse")
+    assert not (tmp_path / "train.json").exists()
+
+
+def test_cli_synth_rationale_option(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "synth", str(tmp_path / "b"), "--n", "4", "--rationale", "brief"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "synth.json").read_text())["rationale"] == "brief"
+    rows = json.loads((tmp_path / "b" / "train.json").read_text())
+    assert all(len(_think(r).split()) <= 20 for r in rows)
+    result = runner.invoke(app, ["data", "synth", str(tmp_path / "t"), "--n", "4", "--rationale", "terse"])
+    assert result.exit_code == 2 and "terse" in result.output

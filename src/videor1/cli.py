@@ -128,12 +128,18 @@ def data_synth(
     n_test: Annotated[int | None, typer.Option(help="test rows (default n/4)")] = None,
     seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same data")] = 0,
     size: Annotated[int, typer.Option(help="frame and image side in pixels")] = 112,
+    rationale: Annotated[
+        str, typer.Option(help="process text: detailed (positions, times) or brief (one short sentence)")
+    ] = "detailed",
 ) -> None:
     """Write a synthetic Video-R1-format dataset with real mp4 videos and PNG images."""
-    from videor1.data.synthetic import generate
+    from videor1.data.synthetic import RATIONALES, generate
 
+    if rationale not in RATIONALES:
+        err_console.print(f"[red]error:[/red] unknown rationale {rationale!r}; expected one of {', '.join(RATIONALES)}")
+        raise typer.Exit(2)
     with _progress("synthesizing") as progress:
-        summary = generate(out, n=n, n_test=n_test, seed=seed, size=size, progress=progress)
+        summary = generate(out, n=n, n_test=n_test, seed=seed, size=size, rationale=rationale, progress=progress)
     console.print(f"wrote {summary.train_json} and {summary.test_json}")
 
 
@@ -155,59 +161,49 @@ def models_tiny(
     console.print(f"wrote a tiny {family} model to {path}")
 
 
-@app.command("train")
-def train(
-    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/tgrpo_tiny.yaml")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in output_dir")] = False,
-) -> None:
-    """Run GRPO or T-GRPO (algorithm.temporal) on a Video-R1-format dataset."""
+def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bool) -> None:
+    """Load a typed config with overrides and run the train or sft recipe; clear errors, no tracebacks."""
     import os
     import sys
 
-    from videor1.config import ConfigError, TrainConfig, load_config
+    from videor1.config import ConfigError, SFTConfig, TrainConfig, load_config
     from videor1.rl.data import TooManyFailures
 
     # like `python -m`: reward functions given as `module:function` may live in the working directory
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from videor1.rl.trainer import GRPOTrainer
-
     try:
-        cfg = load_config(TrainConfig, config, overrides or [])
+        cfg = load_config(TrainConfig if kind == "train" else SFTConfig, config, overrides or [])
     except ConfigError as exc:
         err_console.print(f"[red]config error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    if kind == "train":
+        from videor1.rl.trainer import GRPOTrainer as Recipe
+    else:
+        from videor1.sft.trainer import SFTTrainer as Recipe
     try:
-        final = GRPOTrainer(cfg, resume=resume).train()
+        final = Recipe(cfg, resume=resume).train()  # type: ignore[arg-type]
     except (TooManyFailures, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"done: {final}")
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/tgrpo_tiny.yaml or configs/sft_tiny.yaml")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in output_dir")]
+
+
+@app.command("train")
+def train(config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False) -> None:
+    """Run GRPO or T-GRPO (algorithm.temporal) on a Video-R1-format dataset."""
+    _run_recipe("train", config, overrides, resume)
 
 
 @app.command("sft")
-def sft(
-    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/sft_tiny.yaml")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in output_dir")] = False,
-) -> None:
+def sft(config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False) -> None:
     """Supervised fine-tuning on CoT data (process + solution) with assistant-only loss."""
-    from videor1.config import ConfigError, SFTConfig, load_config
-    from videor1.rl.data import TooManyFailures
-    from videor1.sft.trainer import SFTTrainer
-
-    try:
-        cfg = load_config(SFTConfig, config, overrides or [])
-    except ConfigError as exc:
-        err_console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    try:
-        final = SFTTrainer(cfg, resume=resume).train()
-    except (TooManyFailures, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    console.print(f"done: {final}")
+    _run_recipe("sft", config, overrides, resume)
 
 
 @app.command("demo")

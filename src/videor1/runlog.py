@@ -130,6 +130,27 @@ def save_pretrained_model(model: Any, processor: Any, path: Path) -> None:
     processor.save_pretrained(path)
 
 
+def save_checkpoint(
+    accelerator: Any, path: Path, model: Any, processor: Any, *, config_file: Path, state: dict[str, Any],
+    keep: int | None,
+) -> Path:
+    """Write checkpoint `path` on every process: accelerate state, Auto-loadable model, config, trainer state.
+
+    Every process must call it (the accelerate state is sharded under FSDP/ZeRO); only the main process
+    writes the model, the config and `trainer_state.json`, then deletes checkpoints beyond `keep`.
+    """
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path / "state"))
+    if accelerator.is_main_process:
+        save_pretrained_model(model, processor, path)
+        shutil.copy(config_file, path / "config.yaml")
+        # written last: a checkpoint counts as complete only once this file exists
+        write_json(path / "trainer_state.json", state)
+        rotate_checkpoints(path.parent, keep)
+    accelerator.wait_for_everyone()
+    return path
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (a crash never leaves half a trainer_state.json)."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -51,7 +51,7 @@ from videor1.rl.scoring import (
     temporal_rewards,
     weighted_sum,
 )
-from videor1.runlog import RunLog, latest_checkpoint, rotate_checkpoints, save_pretrained_model, write_json
+from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -395,24 +395,13 @@ class GRPOTrainer:
         self.log.records("rollouts.jsonl", rows)
 
     def save_checkpoint(self) -> Path:
-        """Model + processor (Auto-loadable), accelerate state, data positions; then rotate old ones."""
-        path = self.out / f"checkpoint-{self.step}"
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(path / "state"))
+        """Model + processor (Auto-loadable), accelerate state, every rank's data position."""
         streams = gather_object([self.stream.state_dict()])
-        if self.accelerator.is_main_process:
-            save_pretrained_model(self.policy, self.processor, path)
-            self.log.save_config(self.cfg)
-            import shutil
-
-            shutil.copy(self.out / "config.yaml", path / "config.yaml")
-            # written last: a checkpoint counts as complete only once this file exists
-            write_json(path / "trainer_state.json", {
-                "step": self.step, "skipped_prompts": self.skipped_prompts, "streams": streams,
-            })
-            rotate_checkpoints(self.out, self.cfg.save_total_limit)
-        self.accelerator.wait_for_everyone()
-        return path
+        state = {"step": self.step, "skipped_prompts": self.skipped_prompts, "streams": streams}
+        return save_checkpoint(
+            self.accelerator, self.out / f"checkpoint-{self.step}", self.policy, self.processor,
+            config_file=self.out / "config.yaml", state=state, keep=self.cfg.save_total_limit,
+        )
 
     def train(self) -> Path:
         """Run until max_steps, logging every step and checkpointing every save_every steps."""

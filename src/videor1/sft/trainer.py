@@ -8,7 +8,6 @@ prompt never materialises a [L, vocab] logit tensor.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,7 +27,7 @@ from videor1.eval.generate import answer_samples, summarize
 from videor1.models.load import load_model, load_processor, prepare_for_training, unwrap_peft
 from videor1.rl.data import TooManyFailures
 from videor1.rl.metrics import MetricBag
-from videor1.runlog import RunLog, latest_checkpoint, rotate_checkpoints, save_pretrained_model, write_json
+from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
 from videor1.sft.data import IGNORE_INDEX, BatchPlan, SFTBatches, identity_collate
 
 
@@ -188,17 +187,11 @@ class SFTTrainer:
 
     def save_checkpoint(self) -> Path:
         """Model + processor (Auto-loadable), accelerate state and data position."""
-        path = self.out / f"checkpoint-{self.step}"
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(path / "state"))
-        if self.accelerator.is_main_process:
-            save_pretrained_model(self.model, self.processor, path)
-            shutil.copy(self.out / "config.yaml", path / "config.yaml")
-            write_json(path / "trainer_state.json", {"step": self.step, "attempted": self.attempted,
-                                                     "failed": self.failed})
-            rotate_checkpoints(self.out, self.cfg.save_total_limit)
-        self.accelerator.wait_for_everyone()
-        return path
+        state = {"step": self.step, "attempted": self.attempted, "failed": self.failed}
+        return save_checkpoint(
+            self.accelerator, self.out / f"checkpoint-{self.step}", self.model, self.processor,
+            config_file=self.out / "config.yaml", state=state, keep=self.cfg.save_total_limit,
+        )
 
     def train(self) -> Path:
         """Run to max_steps; evaluate before, every eval.every steps and after; checkpoint as configured."""

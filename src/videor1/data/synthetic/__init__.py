@@ -23,13 +23,14 @@ Design choices, and why:
 from __future__ import annotations
 
 from videor1.data.synthetic.drawing import DIRECTIONS, PALETTE, SHAPES, Box
-from videor1.data.synthetic.tasks import TASKS, TaskSpec, render
+from videor1.data.synthetic.tasks import RATIONALES, TASKS, TaskSpec, render
 from videor1.data.synthetic.writer import GENERATOR_VERSION, SynthSummary, generate
 
 __all__ = [
     "DIRECTIONS",
     "GENERATOR_VERSION",
     "PALETTE",
+    "RATIONALES",
     "SHAPES",
     "TASKS",
     "Box",

@@ -27,7 +27,8 @@ def _count_shapes(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int |
         _paint(img, shape, _box(cx, cy, side), PALETTE[colour])
         seen.append(f"a {colour} {shape} at {_where(cx, cy, s)}")
     think = f"I look at each shape in turn: {'; '.join(seen)}. That makes {count}."
-    return _Item(img, "How many shapes are in the image?", [], str(count), think)
+    brief = f"I count {count} shape{'s' if count > 1 else ''}."
+    return _Item(img, "How many shapes are in the image?", [], str(count), think, brief)
 
 
 _QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -50,7 +51,8 @@ def _colour_at_position(rng: np.random.Generator, cv: _Canvas, cls: int, letter:
     think = (
         f"There is one shape in each corner: {listing}. The one at the {where} is {colour}: option {answer}."
     )
-    return _Item(img, f"What colour is the shape in the {where} of the image?", options, answer, think)
+    brief = f"The shape in the {where.replace('-', ' ')} is {colour}."
+    return _Item(img, f"What colour is the shape in the {where} of the image?", options, answer, think, brief)
 
 
 def _image_text(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -61,7 +63,8 @@ def _image_text(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | N
     cy = rng.uniform(0.35 * s, 0.65 * s)
     img = _text(_blank(s), word, int(0.4 * s), s / 2, cy)
     think = f"There is one line of white capital letters in the middle of the image, reading {word}."
-    return _Item(img, "What text is written in the image?", [], word, think)
+    brief = f"The image says {word}."
+    return _Item(img, "What text is written in the image?", [], word, think, brief)
 
 
 def _shape_position(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -78,11 +81,12 @@ def _shape_position(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int
         f"The {colour} {shape} spans x={box[0] / s:.2f} to x={box[2] / s:.2f} of the width, so its centre is "
         f"at {value}."
     )
+    brief = f"The {colour} {shape}'s centre is at {value} of the width."
     problem = (
         f"Where is the centre of the {colour} {shape}, as a fraction of the image width measured from the "
         "left edge?"
     )
-    return _Item(img, problem, [], value, think)
+    return _Item(img, problem, [], value, think, brief)
 
 
 def _describe_pair(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -105,5 +109,6 @@ def _describe_pair(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int 
     answer = f"{a} {relation} {b}"
     side_a, side_b = ("left", "right") if horizontal else ("top", "bottom")
     think = f"I see {a} on the {side_a} and {b} on the {side_b}, so: {answer}."
+    brief = f"The {colours[0]} {shapes[0]} is {relation} the {colours[1]} {shapes[1]}."
     problem = "Describe the two shapes and where they are relative to each other, in one short sentence."
-    return _Item(img, problem, [], answer, think)
+    return _Item(img, problem, [], answer, think, brief)

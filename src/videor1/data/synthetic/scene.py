@@ -27,7 +27,13 @@ class _Item:
     problem: str
     options: list[str]
     answer: str
-    think: str
+    think: str  # "detailed" rationale: what is where and when, with coordinates and timestamps
+    brief: str  # "brief" rationale: one short plain sentence with the decisive observation
+
+
+def _cap(text: str) -> str:
+    """Text with its first letter upper-cased (the rest untouched)."""
+    return text[:1].upper() + text[1:]
 
 
 def _frac(value: float) -> str:

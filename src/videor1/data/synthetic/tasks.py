@@ -75,6 +75,14 @@ _REGISTRY: dict[str, _Entry] = {
 
 TASKS: dict[str, TaskSpec] = {name: entry.spec for name, entry in _REGISTRY.items()}
 
+# "detailed": the full rationale (positions, timestamps, decimals); "brief": one short sentence a tiny model can learn
+RATIONALES = ("detailed", "brief")
+
+
+def _check_rationale(rationale: str) -> None:
+    if rationale not in RATIONALES:
+        raise ValueError(f"rationale must be one of {', '.join(RATIONALES)}, got {rationale!r}")
+
 
 def render(
     task: str,
@@ -85,8 +93,10 @@ def render(
     size: int = 112,
     n_frames: int = 8,
     fps: float = 4.0,
+    rationale: str = "detailed",
 ) -> tuple[np.ndarray, dict[str, object]]:
     """Build one task's media and row fields in memory (no files); for tests, previews and notebooks."""
+    _check_rationale(rationale)
     entry = _REGISTRY[task]
     if not 0 <= label < entry.n_classes:
         raise ValueError(f"label {label} out of range for {task} ({entry.n_classes} classes)")
@@ -96,16 +106,17 @@ def render(
         label,
         None if entry.n_options == 0 or letter is None else letter % entry.n_options,
     )
-    return item.media, _fields(item, entry.spec)
+    return item.media, _fields(item, entry.spec, rationale)
 
 
-def _fields(item: _Item, spec: TaskSpec) -> dict[str, object]:
-    """The row's schema fields other than problem_id and path."""
+def _fields(item: _Item, spec: TaskSpec, rationale: str = "detailed") -> dict[str, object]:
+    """The row's schema fields other than problem_id and path; `rationale` picks the process text."""
+    think = item.brief if rationale == "brief" else item.think
     return {
         "problem": item.problem,
         "data_type": spec.data_type,
         "problem_type": spec.problem_type,
         "options": item.options,
-        "process": f"<think>{item.think}</think>",
+        "process": f"<think>{think}</think>",
         "solution": f"<answer>{item.answer}</answer>",
     }

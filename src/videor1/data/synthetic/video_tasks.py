@@ -18,7 +18,7 @@ from videor1.data.synthetic.drawing import (
     _paint,
     _text,
 )
-from videor1.data.synthetic.scene import _Canvas, _choices, _frac, _Item, _pick, _pick_colours, _where
+from videor1.data.synthetic.scene import _Canvas, _cap, _choices, _frac, _Item, _pick, _pick_colours, _where
 
 
 def _motion_direction(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -45,7 +45,8 @@ def _motion_direction(rng: np.random.Generator, cv: _Canvas, cls: int, letter: i
         f"further {direction}, and at {cv.t(f - 1)} it is at {_where(*centres[-1], s)}. Since the frames go "
         f"forward in time, it moved {direction}, which is option {answer}."
     )
-    return _Item(video, f"In which direction is the {colour} square moving?", options, answer, think)
+    brief = f"The {colour} square moves {direction}."
+    return _Item(video, f"In which direction is the {colour} square moving?", options, answer, think, brief)
 
 
 def _size_change(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -66,7 +67,8 @@ def _size_change(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | 
         f"{last / s:.2f} wide, and its size changes steadily in between. Its size "
         f"{'increases' if label == 'growing' else 'decreases'} over time, so it is {label}: option {answer}."
     )
-    return _Item(video, f"Is the {colour} {shape} growing or shrinking?", options, answer, think)
+    brief = f"The {colour} {shape} gets {'bigger' if label == 'growing' else 'smaller'} over time."
+    return _Item(video, f"Is the {colour} {shape} growing or shrinking?", options, answer, think, brief)
 
 
 def _appearance_order(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -88,9 +90,9 @@ def _appearance_order(rng: np.random.Generator, cv: _Canvas, cls: int, letter: i
         f"{cv.t(f - 1)} it is gone and {names[1]} is shown instead. So {names[0]} appeared first: "
         f"option {answer}."
     )
-    return _Item(
-        video, "Two shapes are shown one after the other. Which one appeared first?", options, answer, think
-    )
+    brief = f"{_cap(names[0])} appears first, then {names[1]}."
+    problem = "Two shapes are shown one after the other. Which one appeared first?"
+    return _Item(video, problem, options, answer, think, brief)
 
 
 _CELLS = 4
@@ -123,11 +125,13 @@ def _cell_displacement(rng: np.random.Generator, cv: _Canvas, cls: int, letter: 
         f"cell{'s' if abs(shift) > 1 else ''} to the {'right' if shift > 0 else 'left'}, so the answer is "
         f"{shift}."
     )
+    cells = f"{abs(shift)} cell{'s' if abs(shift) > 1 else ''}"
+    brief = f"The {colour} square ends {cells} to the {'right' if shift > 0 else 'left'} of where it started."
     problem = (
         f"The {colour} square slides along a row of {_CELLS} equal cells. By how many cells did it move to "
         "the right? Answer with a negative number if it moved to the left."
     )
-    return _Item(video, problem, [], str(shift), think)
+    return _Item(video, problem, [], str(shift), think, brief)
 
 
 def _event_order(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -162,8 +166,10 @@ def _event_order(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | 
         + ("The motion ends before the colour changes" if move_first else "It changes colour before it moves")
         + f", so: {answer}."
     )
+    moves, turns = f"moves {direction}", f"turns {c1}"
+    brief = f"The {c0} square " + (f"{moves}, then {turns}." if move_first else f"{turns}, then {moves}.")
     problem = "Describe what the square did, in the order it happened, in one short sentence."
-    return _Item(video, problem, [], answer, think)
+    return _Item(video, problem, [], answer, think, brief)
 
 
 def _reveal_word(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -182,8 +188,9 @@ def _reveal_word(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | 
         video[frames[0] : frames[-1] + 1] = glyph
     seen = "; ".join(f"'{ch}' from {cv.t(a)} to {cv.t(b)}" for ch, (a, b) in zip(word, spans, strict=True))
     think = f"One letter is shown at a time: {seen}. Read in the order they appear, the word is {word}."
+    brief = f"The letters appear as {', '.join(word)}, spelling {word}."
     problem = "Letters are shown one at a time. What word do they spell, read in the order they appear?"
-    return _Item(video, problem, [], word, think)
+    return _Item(video, problem, [], word, think, brief)
 
 
 def _travel_fraction(rng: np.random.Generator, cv: _Canvas, cls: int, letter: int | None) -> _Item:
@@ -207,8 +214,9 @@ def _travel_fraction(rng: np.random.Generator, cv: _Canvas, cls: int, letter: in
         f"{cv.t(f - 1)} it is at x={ex / s:.2f}. It moved {'right' if sign > 0 else 'left'}, so the signed "
         f"distance is {ex / s:.2f} - {sx / s:.2f} = {value}."
     )
+    brief = f"The {colour} {shape} travels {value.lstrip('-')} of the width to the {'right' if sign > 0 else 'left'}."
     problem = (
         f"How far did the {colour} {shape} move horizontally, as a fraction of the frame width? "
         "Use a positive number for motion to the right and a negative one for motion to the left."
     )
-    return _Item(video, problem, [], value, think)
+    return _Item(video, problem, [], value, think, brief)

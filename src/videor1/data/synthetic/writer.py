@@ -13,7 +13,7 @@ from PIL import Image
 
 from videor1.data.media import write_video
 from videor1.data.synthetic.scene import _Canvas, _Item
-from videor1.data.synthetic.tasks import _REGISTRY, TASKS, _fields
+from videor1.data.synthetic.tasks import _REGISTRY, TASKS, _check_rationale, _fields
 
 GENERATOR_VERSION = "1"
 _IMAGE_SHARE = 0.4  # Video-R1-260k is ~55% image; the brief asks 40% image / 60% video
@@ -92,6 +92,7 @@ def _write_split(
     first_id: int,
     canvas: _Canvas,
     shuffle_options: bool,
+    rationale: str,
     on_row: Callable[[], None],
 ) -> list[dict[str, object]]:
     """Build and write every row of one split; problem ids count up from first_id."""
@@ -105,7 +106,7 @@ def _write_split(
         rows.append(
             {
                 "problem_id": problem_id,
-                **_fields(item, entry.spec),
+                **_fields(item, entry.spec, rationale),
                 "path": _write_media(out_dir, problem_id, item, entry.spec.data_type, canvas.fps),
                 "data_source": f"synthetic/{name}",
                 "task": name,
@@ -127,14 +128,20 @@ def generate(
     seconds: float = 2.0,
     tasks: Sequence[str] | None = None,
     shuffle_options: bool = True,
+    rationale: str = "detailed",
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthSummary:
-    """Write train.json, test.json, synth.json and the media of a synthetic Video-R1 dataset to out_dir."""
+    """Write train.json, test.json, synth.json and the media of a synthetic Video-R1 dataset to out_dir.
+
+    `rationale` picks the `process` text: "detailed" (positions, timestamps and decimals) or "brief" (one short
+    sentence with the decisive observation, learnable by a tiny model); media and answers are the same for both.
+    """
     out_dir = Path(out_dir)
     n_test = max(1, n // 4) if n_test is None else n_test
     n_frames = int(round(fps * seconds))
     names = list(TASKS) if tasks is None else list(tasks)
     _validate(n=n, n_test=n_test, seed=seed, size=size, n_frames=n_frames, names=names)
+    _check_rationale(rationale)
     canvas = _Canvas(size, n_frames, fps)
     done = 0
 
@@ -149,13 +156,13 @@ def generate(
         plan = _plan(np.random.default_rng([seed, split_index]), count, names)
         splits[split] = _write_split(
             out_dir, plan, seed=seed, split_index=split_index, first_id=0 if split == "train" else n,
-            canvas=canvas, shuffle_options=shuffle_options, on_row=on_row,
+            canvas=canvas, shuffle_options=shuffle_options, rationale=rationale, on_row=on_row,
         )  # fmt: skip
     counts = {split: dict(sorted(Counter(r["task"] for r in rows).items())) for split, rows in splits.items()}
     meta = {
         "generator": "videor1.data.synthetic", "version": GENERATOR_VERSION, "seed": seed, "n": n,
         "n_test": n_test, "size": size, "fps": fps, "seconds": seconds, "n_frames": n_frames,
-        "tasks": names, "shuffle_options": shuffle_options, "counts": counts,
+        "tasks": names, "shuffle_options": shuffle_options, "rationale": rationale, "counts": counts,
     }  # fmt: skip
     # JSON last: a run that dies half-way leaves no train.json pointing at missing media.
     paths = {name: out_dir / f"{name}.json" for name in ("train", "test", "synth")}
