@@ -185,3 +185,26 @@ def launch_two_cpu_processes(kind, report, config_path):
         if result.returncode == 0 or "address already in use" not in result.stderr.lower() or attempt:
             break
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_lora_with_frozen_vision_and_checkpointing(tmp_path, tiny_models, synth_root):
+    """LoRA on the language model only, frozen vision tower (features shared with the reference), grad ckpt."""
+    from transformers import AutoModelForImageTextToText
+
+    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=2", "save_every=2", "model.freeze_vision=true",
+                 "model.lora.enabled=true", "model.lora.r=4", "model.gradient_checkpointing=true",
+                 "algorithm.kl_coef=0.04", "optim.lr=0.01",
+                 'rewards=[{name: "tests.toy_rewards:prefers_short"}, {name: accuracy}]')
+    trainer = GRPOTrainer(cfg)
+    assert trainer.ref_scorer is None  # with LoRA the reference is the base model, adapter disabled
+    trainable = {n for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    final = trainer.train()
+    lines = metrics(tmp_path / "run")
+    assert all(m["loss/kl"] is not None for m in lines) and all(m["optim/grad_norm"] > 0 for m in lines)
+    merged = AutoModelForImageTextToText.from_pretrained(final)  # adapters merged into a plain checkpoint
+    start = AutoModelForImageTextToText.from_pretrained(tiny_models())
+    assert torch.equal(merged.model.visual.patch_embed.proj.weight, start.model.visual.patch_embed.proj.weight)
+    assert any(not torch.equal(a, b) for (name, a), b in
+               zip(merged.model.language_model.named_parameters(), start.model.language_model.parameters(),
+                   strict=True) if "proj" in name)

@@ -60,6 +60,19 @@ def unwrap_peft(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
+def set_checkpointing(model: Any, enabled: bool) -> None:
+    """Turn activation (gradient) checkpointing on or off under its transformers 5 name or the older one."""
+    if enabled:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        disable()
+
+
 def vision_tower(model: Any) -> Any:
     """The vision encoder (with its merger) of a Qwen-VL model, through any peft wrapper."""
     return unwrap_peft(model).model.visual
@@ -80,7 +93,7 @@ def prepare_for_training(
         vision_tower(model).requires_grad_(False)
     if gradient_checkpointing:
         # non-reentrant checkpointing works with frozen inputs (a frozen vision tower) and with LoRA
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_checkpointing(model, True)
         model.config.use_cache = False
     if lora_r is not None:
         from peft import LoraConfig, get_peft_model

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from videor1.models.load import set_checkpointing
+
 VISION_TOKENS: tuple[str, ...] = (
     "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"
 )
@@ -65,13 +67,13 @@ def generation_mode(model: Any):
     if checkpointing is None:
         checkpointing = getattr(model, "is_gradient_checkpointing", False)
     if checkpointing:
-        model.gradient_checkpointing_disable()
+        set_checkpointing(model, False)
     model.eval()
     try:
         yield
     finally:
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            set_checkpointing(model, True)
         model.train(was_training)
 
 
