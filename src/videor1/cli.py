@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from videor1.data.dataset import DatasetError, LoadedDataset
 from videor1.eval.commands import register as register_eval
 from videor1.serve.commands import register as register_serve
+
+if TYPE_CHECKING:  # the data layer pulls in torch; commands import what they need when they run
+    from videor1.data.dataset import LoadedDataset
 
 app = typer.Typer(help="videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO).", no_args_is_help=True)
 data_app = typer.Typer(help="Validate, inspect and synthesize Video-R1-format datasets.", no_args_is_help=True)
@@ -82,6 +84,7 @@ def data_validate(
 ) -> None:
     """Check every row (and with --check-media every file); exit 1 when anything is bad."""
     from videor1.config import MediaConfig
+    from videor1.data.dataset import DatasetError
     from videor1.data.validate import validate
 
     media = MediaConfig(fps=fps, min_frames=min_frames, max_frames=max_frames)
@@ -111,7 +114,7 @@ def data_validate(
 @data_app.command("stats")
 def data_stats(file: Annotated[Path, typer.Argument(help="JSON, JSONL, parquet or a datasets folder")]) -> None:
     """Print the distribution of a dataset by data_type, problem_type and data_source."""
-    from videor1.data.dataset import load_dataset
+    from videor1.data.dataset import DatasetError, load_dataset
 
     try:
         dataset = load_dataset(file, file.parent if file.is_file() else file)

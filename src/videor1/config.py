@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from videor1.data.media import FrameSampling, PixelBudget
+if TYPE_CHECKING:  # media pulls in torch and PyAV; configs must stay cheap to import (CLI start-up)
+    from videor1.data.media import FrameSampling, PixelBudget
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,16 +52,22 @@ class MediaConfig(StrictModel):
 
     def sampling(self) -> FrameSampling:
         """Frame sampling for videos."""
+        from videor1.data.media import FrameSampling
+
         return FrameSampling(
             fps=self.fps, min_frames=self.min_frames, max_frames=self.max_frames, nframes=self.nframes
         )
 
     def video_budget(self, factor: int) -> PixelBudget:
         """Per-frame pixel budget; factor = patch size x merge size of the model's processor."""
+        from videor1.data.media import PixelBudget
+
         return PixelBudget(min_pixels=self.video_min_pixels, max_pixels=self.video_max_pixels, factor=factor)
 
     def image_budget(self, factor: int) -> PixelBudget:
         """Image pixel budget; factor = patch size x merge size of the model's processor."""
+        from videor1.data.media import PixelBudget
+
         return PixelBudget(min_pixels=self.image_min_pixels, max_pixels=self.image_max_pixels, factor=factor)
 
 

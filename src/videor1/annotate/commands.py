@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
@@ -15,9 +15,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from videor1.annotate.config import AnnotateConfig
-from videor1.annotate.runner import AnnotateSummary
-from videor1.annotate.store import AnnotationStore
-from videor1.annotate.teacher import Teacher
 from videor1.serve.options import (
     Fps,
     ImageMaxPixels,
@@ -31,6 +28,10 @@ from videor1.serve.options import (
     described,
     media_values,
 )
+
+if TYPE_CHECKING:  # the runner and teachers import torch and transformers: only when a command runs
+    from videor1.annotate.runner import AnnotateSummary
+    from videor1.annotate.teacher import Teacher
 
 _FILTER, _HTTP, _LOCAL = "Filtering", "Endpoint teacher", "Local teacher"
 err_console = Console(stderr=True, soft_wrap=True)
@@ -114,6 +115,7 @@ def run(cfg: AnnotateConfig) -> AnnotateSummary:
     from videor1.annotate.client import FatalError
     from videor1.annotate.filter import FilterRules
     from videor1.annotate.runner import annotate
+    from videor1.annotate.store import AnnotationStore
     from videor1.data.dataset import DatasetError, load_dataset
 
     store = AnnotationStore(cfg.out)
@@ -196,6 +198,8 @@ def annotate(
         values[key] = str(values[key])
     cfg = build_config(AnnotateConfig, {**values, "media": media})
     summary = run(cfg)
+    from videor1.annotate.store import AnnotationStore
+
     store = AnnotationStore(cfg.out)
     typer.echo(
         f"kept {summary.kept}, rejected {summary.rejected}, failed {summary.failed} this run "
