@@ -31,6 +31,10 @@ def main() -> None:
     if trainer.accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(report, f)
+    # tear the gloo group down before exit: left to interpreter shutdown it can abort a rank
+    # ("terminate called without an active exception") after all the work is done
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -189,6 +189,12 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
     except (TooManyFailures, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+    finally:
+        import torch.distributed as dist
+
+        # an explicit teardown: left to interpreter shutdown, gloo can abort a rank after the work is done
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     console.print(f"done: {final}")
 
 
