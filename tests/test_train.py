@@ -208,3 +208,11 @@ def test_lora_with_frozen_vision_and_checkpointing(tmp_path, tiny_models, synth_
     assert any(not torch.equal(a, b) for (name, a), b in
                zip(merged.model.language_model.named_parameters(), start.model.language_model.parameters(),
                    strict=True) if "proj" in name)
+
+
+def test_prompts_over_the_token_limit_are_skipped_and_logged(tmp_path, tiny_models, synth_root):
+    cfg = config(tmp_path, tiny_models(), synth_root, "generation.max_prompt_tokens=10")
+    with pytest.raises(ValueError, match="no prompt fits generation.max_prompt_tokens=10"):
+        GRPOTrainer(cfg).train()
+    failures = [json.loads(line) for line in (tmp_path / "run" / "failures.jsonl").read_text().splitlines()]
+    assert failures and all(f["kind"] == "prompt" and "exceeds" in f["error"] for f in failures)

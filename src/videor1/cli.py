@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from videor1.eval.commands import register as register_eval
@@ -28,20 +26,11 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-@contextmanager
 def _progress(description: str):
-    """A progress bar whose callback takes (done, total)."""
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task(description, total=None)
+    """A done/total progress bar on stderr."""
+    from videor1.progress import count_progress
 
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
+    return count_progress(description, err_console)
 
 
 def _counts_table(title: str, counts: Counter[str]) -> Table:
@@ -186,7 +175,7 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
         from videor1.sft.trainer import SFTTrainer as Recipe
     try:
         final = Recipe(cfg, resume=resume).train()  # type: ignore[arg-type]
-    except (TooManyFailures, FileNotFoundError) as exc:
+    except (TooManyFailures, FileNotFoundError, ValueError) as exc:  # data and settings errors, stated plainly
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     finally:

@@ -9,6 +9,26 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def count_columns() -> tuple:
+    """The columns of a done/total bar: description, bar, N/M, elapsed, ETA."""
+    return (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+@contextmanager
+def count_progress(description: str, console: Console | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A done/total bar; the callback takes (done, total)."""
+    with Progress(*count_columns(), console=console or Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
 @contextmanager
 def step_progress(
     total: int, start: int = 0, *, enabled: bool = True, label: str = "reward"

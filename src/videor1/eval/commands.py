@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
+
+from videor1.progress import count_columns
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -74,11 +76,7 @@ def _decoding(**given: Any) -> dict[str, Any]:
 @contextmanager
 def _bench_progress() -> Iterator[Any]:
     """A rich bar per benchmark with done/total, elapsed time and ETA; callback (bench, done, total)."""
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    with Progress(*count_columns(), console=err_console, transient=False) as progress:
         tasks: dict[str, Any] = {}
 
         def update(bench: str, done: int, total: int) -> None:

@@ -186,22 +186,28 @@ class GRPOTrainer:
         """P decoded samples whose prompts fit max_prompt_tokens, their texts and processor inputs."""
         size, limit = self.cfg.prompts_per_device, self.cfg.generation.max_prompt_tokens
         kept: list[Loaded] = []
-        while len(kept) < size:
+        skipped = 0
+        while True:
+            if skipped > len(self.stream.samples):
+                raise ValueError(f"no prompt fits generation.max_prompt_tokens={limit}; see failures.jsonl")
             for item in self.stream.next_batch(size - len(kept)):
                 bag.per_process("time/media", item.seconds)
-                text = prompt_text(self.processor, item.sample)
-                length = int(processor_inputs(self.processor, [text], [item.media])["input_ids"].shape[1])
-                if length > limit:
-                    self.skipped_prompts += 1
-                    self.log.records("failures.jsonl", [{
-                        "step": self.step, "kind": "prompt", "row": item.sample.row,
-                        "error": f"prompt of {length} tokens exceeds generation.max_prompt_tokens={limit}",
-                    }])
-                    continue
                 kept.append(item)
-        texts = [prompt_text(self.processor, item.sample) for item in kept]
-        inputs = processor_inputs(self.processor, texts, [item.media for item in kept])
-        return kept, texts, inputs.to(self.accelerator.device)
+            texts = [prompt_text(self.processor, item.sample) for item in kept]
+            # one processor call for the batch; prompt lengths come from its (left-padded) attention mask
+            inputs = processor_inputs(self.processor, texts, [item.media for item in kept])
+            lengths = inputs["attention_mask"].sum(1).tolist()
+            too_long = [i for i, length in enumerate(lengths) if length > limit]
+            if not too_long:
+                return kept, texts, inputs.to(self.accelerator.device)
+            skipped += len(too_long)
+            for i in too_long:
+                self.skipped_prompts += 1
+                self.log.records("failures.jsonl", [{
+                    "step": self.step, "kind": "prompt", "row": kept[i].sample.row,
+                    "error": f"prompt of {lengths[i]} tokens exceeds generation.max_prompt_tokens={limit}",
+                }])
+            kept = [item for i, item in enumerate(kept) if i not in too_long]
 
     def _generate(self, inputs: Any, num: int) -> Completions:
         gen = self.cfg.generation
