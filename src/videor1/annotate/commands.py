@@ -25,8 +25,9 @@ from videor1.serve.options import (
     VideoMaxPixels,
     VideoMinPixels,
     build_config,
+    config_option,
     described,
-    media_values,
+    pop_media,
 )
 
 if TYPE_CHECKING:  # the runner and teachers import torch and transformers: only when a command runs
@@ -37,8 +38,7 @@ _FILTER, _HTTP, _LOCAL = "Filtering", "Endpoint teacher", "Local teacher"
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def _opt(name: str, panel: str | None = None, **kwargs) -> typer.models.OptionInfo:
-    return typer.Option(help=described(AnnotateConfig, name), rich_help_panel=panel, **kwargs)
+_opt = config_option(AnnotateConfig)
 
 
 @contextmanager
@@ -190,10 +190,7 @@ def annotate(
 ) -> None:
     """Write <think> rationales with a teacher and keep those the rules accept; resumable; exit 1 if any failed."""
     values = dict(locals())  # every option, by its config field name
-    media = media_values(**{k: values.pop(k) for k in (
-        "fps", "min_frames", "max_frames", "nframes", "video_min_pixels", "video_max_pixels", "image_min_pixels",
-        "image_max_pixels",
-    )})
+    media = pop_media(values)
     for key in ("data", "media_root", "out"):
         values[key] = str(values[key])
     cfg = build_config(AnnotateConfig, {**values, "media": media})

@@ -18,15 +18,15 @@ from videor1.serve.options import (
     VideoMaxPixels,
     VideoMinPixels,
     build_config,
+    config_option,
     described,
-    media_values,
+    pop_media,
 )
 
 _LIMITS = "Limits and batching"
 
 
-def _opt(name: str, panel: str | None = None, **kwargs) -> typer.models.OptionInfo:
-    return typer.Option(help=described(ServeConfig, name), rich_help_panel=panel, **kwargs)
+_opt = config_option(ServeConfig)
 
 
 def serve(
@@ -63,10 +63,7 @@ def serve(
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions with image_url and video_url parts)."""
     values = dict(locals())
-    media = media_values(**{k: values.pop(k) for k in (
-        "fps", "min_frames", "max_frames", "nframes", "video_min_pixels", "video_max_pixels", "image_min_pixels",
-        "image_max_pixels",
-    )})
+    media = pop_media(values)
     for key in ("allowed_media_dir", "log_dir"):
         values[key] = str(values[key]) if values[key] is not None else None
     cfg = build_config(ServeConfig, {**values, "media": media})

@@ -6,6 +6,7 @@ default; `build_config` drops the Nones and lets the config class fill and valid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -54,6 +55,23 @@ ImageMinPixels = _media("image_min_pixels", int)
 ImageMaxPixels = _media("image_max_pixels", int)
 
 
-def media_values(**values: Any) -> dict[str, Any]:
-    """The media options that were given, as a MediaConfig dict (an empty dict keeps every default)."""
-    return {key: value for key, value in values.items() if value is not None}
+MEDIA_OPTIONS = (
+    "fps", "min_frames", "max_frames", "nframes", "video_min_pixels", "video_max_pixels", "image_min_pixels",
+    "image_max_pixels",
+)
+"""The media options above, by their MediaConfig field names (each command spells them in its signature)."""
+
+
+def config_option(model: type[BaseModel]) -> Callable[..., Any]:
+    """An option factory for one config class: `opt(field, panel, **typer_kwargs)` with the field's help."""
+
+    def opt(name: str, panel: str | None = None, **kwargs: Any) -> Any:
+        return typer.Option(help=described(model, name), rich_help_panel=panel, **kwargs)
+
+    return opt
+
+
+def pop_media(values: dict[str, Any]) -> dict[str, Any]:
+    """Take the media options out of a command's values; those given, as a MediaConfig dict (empty: defaults)."""
+    media = {key: values.pop(key) for key in MEDIA_OPTIONS}
+    return {key: value for key, value in media.items() if value is not None}
