@@ -180,6 +180,7 @@ def test_an_outage_mid_run_is_retried_by_the_next_run(tmp_path, synth_root):
     assert_exact_outcomes(out, rows, expected)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_duplicates_or_losses(tmp_path, synth_root):
     rows = rows_of(synth_root)
     outputs, expected, by_key = scripted(rows, synth_root)

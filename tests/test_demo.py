@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from videor1.cli import app
@@ -10,6 +11,7 @@ from videor1.data.schema import Sample
 from videor1.demo import DemoSettings, chance, rl_summary, rl_table, run_demo
 
 
+@pytest.mark.slow
 def test_demo_pipeline_writes_results_table_and_plots(tmp_path):
     settings = DemoSettings(n_train=16, n_rl=8, n_test=8, sft_steps=2, sft_batch_size=4, rl_steps=2, rl_prompts=2,
                             rl_generations=2, max_new_tokens=8, eval_batch_size=8)

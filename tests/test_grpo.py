@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from videor1.config import LOSS_DEFAULTS
 from videor1.rl.grpo import (
     ADVANTAGE_ESTIMATORS,
     POLICY_LOSSES,
@@ -183,10 +184,26 @@ def test_aggregation_with_an_empty_sequence_is_finite():
     assert masked_mean(per_token, nothing).item() == 0.0
 
 
+def test_token_aggregation_over_a_whole_step():
+    # two micro-batches of one step: [1, 2] (2 tokens) and [5, 6, 7] (3 tokens); the step's token mean is
+    # (1 + 2 + 5 + 6 + 7) / 5 = 4.2. With num_tokens = 5 / 2 (the step's tokens per micro-batch), each part
+    # gives 3 / 2.5 = 1.2 and 18 / 2.5 = 7.2, whose mean over the 2 micro-batches is 4.2 (a mean of the two
+    # local token means would be (1.5 + 6) / 2 = 3.75).
+    first = aggregate(torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[1, 1, 0]]), mode="token", num_tokens=2.5)
+    second = aggregate(torch.tensor([[5.0, 6.0, 7.0]]), torch.tensor([[1, 1, 1]]), mode="token", num_tokens=2.5)
+    assert first.item() == pytest.approx(1.2) and second.item() == pytest.approx(7.2)
+    assert ((first + second) / 2).item() == pytest.approx(4.2)
+    # num_tokens only changes the token mean
+    per_token, mask = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1, 1], [1, 0]])
+    assert aggregate(per_token, mask, mode="sequence", num_tokens=10).item() == pytest.approx((1.5 + 3) / 2)
+
+
 def test_aggregation_errors():
     per_token, mask = torch.ones(2, 3), torch.ones(2, 3)
     with pytest.raises(ValueError, match="max_tokens"):
         aggregate(per_token, mask, mode="constant")
+    with pytest.raises(ValueError, match="num_tokens"):
+        aggregate(per_token, mask, mode="token", num_tokens=0)
     with pytest.raises(ValueError, match="aggregation"):
         aggregate(per_token, mask, mode="mean")
 
@@ -352,6 +369,28 @@ def test_cispo_optional_lower_bound():
     torch.testing.assert_close(logp.grad, torch.tensor([[-0.8]]))
 
 
+def test_cispo_default_clip_low_is_no_lower_bound():
+    # the default clip_low 1.0 clamps below at 1 − 1.0 = 0; a ratio exp(x) is > 0 (or underflows to exactly 0),
+    # so values, gradients and stats equal those of clip_low=None, which skips the lower clamp
+    # ratios: [e, 1, e^-1, e^-20 ≈ 2e-9, e^-200 = 0 in float32]
+    old_logp, advantages, mask = torch.zeros(1, 5), torch.tensor([1.5]), torch.ones(1, 5)
+    results = []
+    for kwargs in ({}, {"clip_low": 1.0}, {"clip_low": None}):
+        logp = torch.tensor([[1.0, 0.0, -1.0, -20.0, -200.0]], requires_grad=True)
+        per_token, stats = cispo_policy_loss(logp, old_logp, advantages, mask, **kwargs)
+        per_token.sum().backward()
+        results.append((per_token.detach(), logp.grad, stats))
+    values, grad, stats = results[0]
+    for other_values, other_grad, other_stats in results[1:]:
+        assert torch.equal(values, other_values) and torch.equal(grad, other_grad)
+        assert stats.keys() == other_stats.keys()
+        for key in stats:
+            assert torch.equal(stats[key], other_stats[key]), key
+    # only e is truncated (to 1.28), and nothing counts as clipped below
+    assert stats["policy/clip_fraction"].item() == pytest.approx(1 / 5)
+    assert stats["policy/clip_fraction_low"].item() == 0.0
+
+
 # ---------------------------------------------------------------- full objective
 
 
@@ -368,7 +407,14 @@ def test_registry_specs():
     assert POLICY_LOSSES["dapo"] == (clipped_policy_loss, "token", 0.2, 0.28)
     assert POLICY_LOSSES["dr_grpo"] == (clipped_policy_loss, "constant", 0.2, 0.2)
     assert POLICY_LOSSES["gspo"] == (gspo_policy_loss, "sequence", 3e-4, 4e-4)
-    assert POLICY_LOSSES["cispo"] == (cispo_policy_loss, "token", None, 0.28)
+    assert POLICY_LOSSES["cispo"] == (cispo_policy_loss, "token", 1.0, 0.28)
+
+
+def test_registry_clips_come_from_the_config_table():
+    # one table of default clips (videor1.config.LOSS_DEFAULTS), shared by the config and the losses
+    assert set(POLICY_LOSSES) == set(LOSS_DEFAULTS)
+    for name, spec in POLICY_LOSSES.items():
+        assert (spec.clip_low, spec.clip_high) == LOSS_DEFAULTS[name], name
 
 
 @pytest.mark.parametrize("loss_type", sorted(POLICY_LOSSES))

@@ -20,6 +20,8 @@ from videor1.rewards import (
     temporal_stats,
 )
 from videor1.rewards.format import format_reward as format_reward_by_path
+from videor1.rl.advantages import group_advantages
+from videor1.rl.scoring import temporal_rewards
 
 # ---------------------------------------------------------------------------------------------------- format
 
@@ -103,12 +105,13 @@ def test_temporal_bonus_is_per_question() -> None:
     # averaged over the batch (the original), p = 0.5 >= p̃ = 0.5 would have rewarded question 1 too
     ordered = torch.tensor([[True, True, True, False], [True, False, False, False]])  # [B=2, G=4]
     shuffled = torch.tensor([[True, False], [True, False]])  # [B=2, G̃=2]
-    stats = temporal_stats(ordered, shuffled, mu=1.0)
+    bonus, stats = temporal_bonus(ordered, shuffled, alpha=0.3, mu=1.0)
     torch.testing.assert_close(stats.p, torch.tensor([0.75, 0.25]))
     torch.testing.assert_close(stats.p_shuffled, torch.tensor([0.5, 0.5]))
     assert stats.granted.tolist() == [True, False]
-    bonus = temporal_bonus(ordered, shuffled, alpha=0.3, mu=1.0)
     torch.testing.assert_close(bonus, torch.tensor([[0.3, 0.3, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    # the stats are temporal_stats' own
+    assert all(torch.equal(a, b) for a, b in zip(stats, temporal_stats(ordered, shuffled, mu=1.0), strict=True))
 
 
 @pytest.mark.parametrize(
@@ -128,7 +131,7 @@ def test_temporal_mu_boundary(n_ordered: int, n_shuffled: int, mu: float, grante
     shuffled = torch.arange(4).unsqueeze(0) < n_shuffled  # [1, 4]
     assert temporal_stats(ordered, shuffled, mu=mu).granted.tolist() == [granted]
     expected = 0.3 * ordered.float() if granted else torch.zeros(1, 5)
-    torch.testing.assert_close(temporal_bonus(ordered, shuffled, alpha=0.3, mu=mu), expected)
+    torch.testing.assert_close(temporal_bonus(ordered, shuffled, alpha=0.3, mu=mu)[0], expected)
 
 
 def test_temporal_with_continuous_accuracy_threshold() -> None:
@@ -140,7 +143,7 @@ def test_temporal_with_continuous_accuracy_threshold() -> None:
     assert is_correct(accuracy, paper.threshold).tolist() == [[True, True, False, False]]
     assert is_correct(accuracy, code.threshold).tolist() == [[True, True, True, False]]
     # paper: p = 2/4 = 0.5, p̃ = 1/2 -> 0.5 >= 1.0 · 0.5, granted
-    bonus = temporal_bonus(
+    bonus, _ = temporal_bonus(
         is_correct(accuracy, paper.threshold),
         is_correct(shuffled_accuracy, paper.threshold),
         alpha=paper.alpha,
@@ -148,7 +151,7 @@ def test_temporal_with_continuous_accuracy_threshold() -> None:
     )
     torch.testing.assert_close(bonus, torch.tensor([[0.3, 0.3, 0.0, 0.0]]))
     # code: p = 3/4, p̃ = 2/2 -> 0.75 < 0.8 · 1.0, not granted
-    bonus = temporal_bonus(
+    bonus, _ = temporal_bonus(
         is_correct(accuracy, code.threshold),
         is_correct(shuffled_accuracy, code.threshold),
         alpha=code.alpha,
@@ -171,26 +174,43 @@ def test_temporal_rejects_mismatched_batches() -> None:
         temporal_stats(torch.ones(2, 4, dtype=torch.bool), torch.ones(2, 0, dtype=torch.bool), mu=1.0)
 
 
-def _group_normalise(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO advantages (R − mean_G) / (std_G + eps) over the last dim, as the trainer computes them."""
-    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
+# Video-R1 issue #51, on the trainer's path: accuracy -> temporal_rewards -> R = accuracy + format + bonus
+# -> group_advantages. One video question, G = 4, G~ = 2 shuffled answers that are both wrong, so with the
+# paper's μ = 1.0 any p > 0 passes p ≥ μ·p~ = 0 and every correct ordered answer gets α = 0.3.
+PAPER = PRESETS["paper"]
+
+
+def _bonus(accuracy: torch.Tensor) -> torch.Tensor:
+    """The trainer's temporal bonus [1, G] for one video question whose shuffled answers are all wrong."""
+    bonus, stats = temporal_rewards(
+        accuracy, torch.zeros(1, 2), torch.tensor([True]), alpha=PAPER.alpha, mu=PAPER.mu, threshold=PAPER.threshold
+    )
+    assert stats.granted.tolist() == [True]
+    return bonus
 
 
 def test_temporal_bonus_does_not_change_binary_group_advantages() -> None:
-    # Video-R1 issue #51. 0/1 accuracy plus an equal format reward 1: R = [2, 1, 2, 1]
+    # 0/1 accuracy plus an equal format reward 1: R = [2, 1, 2, 1]
     # mean 1.5, std (unbiased) = sqrt(4 · 0.25 / 3) = 0.57735 -> A = ±0.5 / 0.57735 = ±0.86603
     # with +0.3 on the correct answers: R = [2.3, 1, 2.3, 1], deviations ±0.65, std 0.75056
     # -> A = ±0.65 / 0.75056 = ±0.86603 again: R -> 1.3·a + 1 is affine, and normalisation removes it
-    correct = torch.tensor([[True, False, True, False]])
-    rewards = correct.float() + 1.0
-    bonus = temporal_bonus(correct, torch.tensor([[False, False]]), alpha=0.3, mu=1.0)
-    before, after = _group_normalise(rewards), _group_normalise(rewards + bonus)
+    accuracy = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    rewards = accuracy + 1.0
+    bonus = _bonus(accuracy)
+    torch.testing.assert_close(bonus, torch.tensor([[0.3, 0.0, 0.3, 0.0]]))
+    before, after = group_advantages(rewards), group_advantages(rewards + bonus)
     torch.testing.assert_close(
         before, torch.tensor([[0.86603, -0.86603, 0.86603, -0.86603]]), atol=2e-4, rtol=0
     )
     # the only difference is eps: 0.5/(0.57735+1e-4) vs 0.65/(0.75056+1e-4) differ by about 3e-5
     torch.testing.assert_close(before, after, atol=1e-4, rtol=0)
     assert not torch.equal(before, after)
+    # without std scaling (scale_rewards=none, Dr.GRPO's default) the bonus does reach the advantages:
+    # R − mean = ±0.5 becomes ±0.65
+    torch.testing.assert_close(group_advantages(rewards, scale="none"), torch.tensor([[0.5, -0.5, 0.5, -0.5]]))
+    torch.testing.assert_close(
+        group_advantages(rewards + bonus, scale="none"), torch.tensor([[0.65, -0.65, 0.65, -0.65]])
+    )
 
 
 def test_temporal_bonus_changes_non_binary_group_advantages() -> None:
@@ -200,10 +220,11 @@ def test_temporal_bonus_changes_non_binary_group_advantages() -> None:
     # deviations [1.15, 0.15, -0.15, -1.15], std = sqrt(2.69 / 3) = 0.94692
     # -> A = [1.21446, 0.15841, -0.15841, -1.21446]: the correct answer without format now beats the
     # formatted wrong one, which plain normalisation ranked equal
-    correct = torch.tensor([[True, True, False, False]])
-    rewards = correct.float() + torch.tensor([[1.0, 0.0, 1.0, 0.0]])
-    bonus = temporal_bonus(correct, torch.tensor([[False, False]]), alpha=0.3, mu=1.0)
-    before, after = _group_normalise(rewards), _group_normalise(rewards + bonus)
+    accuracy = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    rewards = accuracy + torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    bonus = _bonus(accuracy)
+    torch.testing.assert_close(bonus, torch.tensor([[0.3, 0.3, 0.0, 0.0]]))
+    before, after = group_advantages(rewards), group_advantages(rewards + bonus)
     torch.testing.assert_close(before, torch.tensor([[1.22474, 0.0, 0.0, -1.22474]]), atol=2e-4, rtol=0)
     torch.testing.assert_close(
         after, torch.tensor([[1.21446, 0.15841, -0.15841, -1.21446]]), atol=2e-4, rtol=0

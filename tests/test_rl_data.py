@@ -10,10 +10,11 @@ import threading
 
 import pytest
 
+from videor1.data.failures import TooManyFailures
 from videor1.data.media import MediaError
 from videor1.data.schema import parse_row
 from videor1.models.inputs import SampleMedia
-from videor1.rl.data import PromptStream, TooManyFailures
+from videor1.rl.data import PromptStream
 
 from .rows import good_row
 

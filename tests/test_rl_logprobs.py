@@ -10,11 +10,17 @@ import torch
 
 from videor1.config import MediaConfig
 from videor1.data.dataset import load_dataset
+from videor1.models.generation import (
+    SamplingParams,
+    completion_mask,
+    eos_token_ids,
+    generate_completions,
+    suppressed_token_ids,
+)
 from videor1.models.inputs import load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.models.load import load_model_and_processor, vision_tower
 from videor1.models.tiny import FAMILIES
 from videor1.rl.logprobs import CompletionScorer
-from videor1.rl.rollout import completion_mask, eos_token_ids, generate_completions, suppressed_token_ids
 
 MEDIA = MediaConfig(video_min_pixels=32 * 32, video_max_pixels=64 * 64, image_min_pixels=32 * 32,
                     image_max_pixels=64 * 64, max_frames=8)
@@ -57,7 +63,7 @@ def test_vision_encoder_runs_once_per_prompt(setup):
     hook = vision_tower(model).register_forward_hook(lambda module, args, kwargs_out: calls.append(args))
     try:
         completions = generate_completions(
-            model, processor.tokenizer, inputs, num_generations=G, max_new_tokens=4, temperature=1.0, top_p=1.0
+            model, processor.tokenizer, inputs, SamplingParams(max_new_tokens=4), num_generations=G
         )
         calls.clear()  # generation's prefill is HF's business; scoring is ours
         owners = [p for p in range(3) for _ in range(G)]
@@ -85,7 +91,7 @@ def test_completions_stop_at_eos_and_never_sample_vision_tokens(setup):
     try:
         torch.manual_seed(0)
         completions = generate_completions(
-            model, tokenizer, inputs, num_generations=G, max_new_tokens=6, temperature=1.0, top_p=1.0
+            model, tokenizer, inputs, SamplingParams(max_new_tokens=6), num_generations=G
         )
     finally:
         hook.remove()

@@ -76,11 +76,21 @@ class _TwoProcesses:
     def __init__(self, other: MetricBag):
         self.other = other
 
+    process_index = 0
+
     def reduce(self, tensor, reduction):
         assert reduction == "sum"
         keys = list(self.other._sums)
         other = torch.tensor([[self.other._sums[k], self.other._counts[k]] for k in keys], dtype=torch.float64)
         return tensor + other
+
+    def gather(self, tensor):
+        """Rows of both processes: this one's, then the other's (its key fingerprint, as reduce computes it)."""
+        import zlib
+
+        keys = list(self.other._sums)
+        other = torch.tensor([[len(keys), zlib.crc32("\n".join(keys).encode())]], dtype=torch.float64)
+        return torch.cat([tensor, other])
 
 
 def _rank_bag(rewards, seconds, skipped):
@@ -102,3 +112,12 @@ def test_reduce_across_two_processes():
             "data/skipped": 1.0,  # summed: 1 + 0
         }
     )
+
+
+def test_reduce_refuses_different_keys_on_two_processes():
+    # a key only one process added (e.g. a metric logged only for videos) would misalign the summed rows
+    rank0 = _rank_bag(torch.tensor([1.0]), seconds=1.0, skipped=0)
+    rank0.mean("rollout/shuffled_length", torch.tensor([3.0]))
+    rank1 = _rank_bag(torch.tensor([0.0]), seconds=1.0, skipped=0)
+    with pytest.raises(RuntimeError, match="metric keys differ between processes"):
+        rank0.reduce(_TwoProcesses(rank1))

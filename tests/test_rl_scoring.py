@@ -219,6 +219,16 @@ def test_temporal_rewards_nothing_correct_is_not_granted():
     assert stats.granted.tolist() == [False]
 
 
+def test_temporal_rewards_keep_the_accuracy_dtype():
+    # float64 accuracies (a user reward may return them): the float32 bonus of temporal_bonus is cast back;
+    # paper preset on q0 of ACCURACY: only the 1.0 answer is correct and p = 1/4 ≥ 1.0 · p~ = 0
+    bonus, _ = temporal_rewards(
+        ACCURACY.double(), SHUFFLED.double(), IS_VIDEO, alpha=0.3, mu=1.0, threshold=0.5
+    )
+    assert bonus.dtype == torch.float64
+    torch.testing.assert_close(bonus[0], torch.tensor([0.3, 0.0, 0.0, 0.0], dtype=torch.float64))
+
+
 def test_temporal_rewards_shuffled_rows_must_match_video_rows():
     # shuffled accuracy given for all P = 3 rows instead of the V = 2 video rows
     with pytest.raises(ValueError, match="disagree on B: 2 vs 3"):

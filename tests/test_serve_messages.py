@@ -122,7 +122,7 @@ def test_sampling_params_follow_the_request_then_the_server_defaults():
     params = sampling_params(request(), cfg)
     assert (params.max_new_tokens, params.temperature, params.top_p, params.greedy) == (64, 0.7, 1.0, False)
     greedy = sampling_params(request(temperature=0, max_tokens=10, top_p=0.5), cfg)
-    assert greedy.greedy and greedy.max_new_tokens == 10 and greedy.batch_key == (0.0,)
+    assert greedy.greedy and greedy.max_new_tokens == 10 and greedy.batch_key == (0.0, 1.0)  # + repetition penalty
     assert sampling_params(request(max_completion_tokens=20, max_tokens=10), cfg).max_new_tokens == 20
 
 

@@ -103,13 +103,32 @@ def test_sft_skips_and_counts_a_truncated_video(tmp_path, tiny_models, synth_roo
     assert [f["path"] for f in failures] == [str(bad)]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_fine_tune_together(tmp_path, tiny_models, synth_root):
-    from tests.test_train import launch_two_cpu_processes
+    """2 processes x 2 micro-batches of 1 sample train exactly like 1 process with batches of 4: the loss is the
+    token mean over the whole step, and the warm-up + cosine schedule is the 1-process one."""
+    from tests.launch import launch_two_cpu_processes
+    from tests.test_train import expected_lrs
     from videor1.config import save_config
 
-    save_config(sft_config(tmp_path, tiny_models(), synth_root, "max_steps=2", "save_every=2"), tmp_path / "c.yaml")
-    launch_two_cpu_processes("sft", tmp_path / "report.json", tmp_path / "c.yaml")
+    schedule = ["max_steps=3", "save_every=3", "optim.scheduler=cosine", "optim.warmup_ratio=0.34",
+                "data.shuffle=false"]
+    split = sft_config(tmp_path / "two", tiny_models(), synth_root, *schedule, "batch_size=1",
+                       "gradient_accumulation_steps=2")
+    save_config(split, tmp_path / "c.yaml")
+    launch_two_cpu_processes("dist_check.py", "sft", tmp_path / "report.json", tmp_path / "c.yaml")
     ranks = json.loads((tmp_path / "report.json").read_text())
     assert len(ranks) == 2 and all(r["changed"] for r in ranks) and ranks[0]["checksum"] == ranks[1]["checksum"]
-    lines = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["data/samples"] for m in lines] == [8, 8]  # 4 samples on each of the two processes
+    two = [json.loads(line) for line in (tmp_path / "two" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["data/samples"] for m in two] == [4, 4, 4]  # 2 micro-batches of 1 sample on each of 2 processes
+    assert [m["optim/lr"] for m in two] == pytest.approx(expected_lrs(split.optim, 1, 3), rel=1e-9)
+
+    whole = SFTTrainer(sft_config(tmp_path / "one", tiny_models(), synth_root, *schedule, "batch_size=4"))
+    whole.train()
+    one = [json.loads(line) for line in (tmp_path / "one" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["optim/lr"] for m in one] == [m["optim/lr"] for m in two]
+    # same samples, same token-mean loss and gradient: only float summation order differs (padding, reductions)
+    assert [m["loss/sft"] for m in one] == pytest.approx([m["loss/sft"] for m in two], rel=1e-4)
+    assert [m["optim/grad_norm"] for m in one] == pytest.approx([m["optim/grad_norm"] for m in two], rel=1e-3)
+    checksum = float(sum(p.detach().double().sum() for p in whole.model.parameters()))
+    assert checksum == pytest.approx(ranks[0]["checksum"], rel=1e-6)

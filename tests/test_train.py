@@ -6,8 +6,9 @@ import shutil
 import pytest
 import torch
 
+from tests.launch import launch_two_cpu_processes
 from videor1.config import TrainConfig, load_config, save_config
-from videor1.rl.data import TooManyFailures
+from videor1.data.failures import TooManyFailures
 from videor1.rl.trainer import GRPOTrainer
 
 TOY_REWARD = "tests.toy_rewards:contains_target"
@@ -79,6 +80,7 @@ def test_resume_is_exact(tmp_path, tiny_models, synth_root):
     assert any(m["optim/grad_norm"] > 0 for m in a)
 
 
+@pytest.mark.slow
 def test_learning_check_reward_rises(tmp_path, tiny_models, synth_root):
     """A toy reward that pays for emitting <answer>: mean reward goes from below 0.3 to above 0.8."""
     cfg = config(
@@ -147,44 +149,59 @@ def test_shuffled_group_gets_the_same_frames_in_another_order(tmp_path, tiny_mod
         assert torch.equal(a["pixel_values_videos"].sort(0).values, b["pixel_values_videos"].sort(0).values)
 
 
+def expected_lrs(optim, updates_per_step, steps):
+    """The per-step learning rate of a 1-process run: the schedule stepped once per optimizer update."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=optim.lr)
+    updates = steps * updates_per_step
+    scheduler = get_scheduler(optim.scheduler, optimizer, num_warmup_steps=round(optim.warmup_ratio * updates),
+                              num_training_steps=updates)
+    lrs = []
+    for _ in range(updates):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    # a step logs the mean learning rate of its updates
+    return [sum(lrs[k : k + updates_per_step]) / updates_per_step for k in range(0, updates, updates_per_step)]
+
+
+def optimizer_updates(checkpoint):
+    """How many optimizer updates a checkpoint's AdamW state has seen."""
+    state = torch.load(checkpoint / "state" / "optimizer.bin", weights_only=False)["state"]
+    return {int(s["step"]) for s in state.values()}
+
+
+def test_one_process_follows_the_schedule(tmp_path, tiny_models, synth_root):
+    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=4", "save_every=4", "optim.scheduler=cosine",
+                 "optim.warmup_ratio=0.25", "gradient_accumulation_steps=2", "algorithm.num_iterations=2",
+                 "algorithm.temporal=false", "prompts_per_device=1")
+    GRPOTrainer(cfg).train()
+    lrs = [m["optim/lr"] for m in metrics(tmp_path / "run")]
+    assert lrs == pytest.approx(expected_lrs(cfg.optim, 2, 4), rel=1e-9)
+    assert optimizer_updates(tmp_path / "run" / "checkpoint-4") == {8}
+
+
+@pytest.mark.slow
 def test_two_cpu_processes_train_together_and_stay_identical(tmp_path, tiny_models, synth_root):
-    """accelerate launch --num_processes 2 on the CPU (gloo): both ranks train, metrics gather, weights agree."""
-    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=2", f'rewards=[{{name: "{TOY_REWARD}"}}]',
-                 "algorithm.temporal=false", "algorithm.kl_coef=0", "generation.max_new_tokens=24")
+    """accelerate launch --num_processes 2 on the CPU (gloo): both ranks train, metrics gather, weights agree,
+    the schedule is the 1-process one, and each step is exactly num_iterations optimizer updates."""
+    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=3", f'rewards=[{{name: "{TOY_REWARD}"}}]',
+                 "algorithm.temporal=false", "algorithm.kl_coef=0", "generation.max_new_tokens=24",
+                 "optim.scheduler=cosine", "optim.warmup_ratio=0.2", "gradient_accumulation_steps=2",
+                 "algorithm.num_iterations=2", "prompts_per_device=1", "algorithm.scale_rewards=batch")
     save_config(cfg, tmp_path / "config.yaml")
     report = tmp_path / "report.json"
-    launch_two_cpu_processes("rl", report, tmp_path / "config.yaml")
+    launch_two_cpu_processes("dist_check.py", "rl", report, tmp_path / "config.yaml")
     ranks = json.loads(report.read_text())
     assert len(ranks) == 2 and all(r["changed"] for r in ranks)
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
-    # 2 steps x 2 prompts on each rank, from disjoint halves of the data
-    assert [r["stream"]["cursor"] for r in ranks] == [4, 4]
+    # 3 steps x 2 micro-batches x 1 prompt on each rank, from disjoint halves of the data
+    assert [r["stream"]["cursor"] for r in ranks] == [6, 6]
     lines = metrics(tmp_path / "run")
-    assert [m["data/prompts"] for m in lines] == [4, 4]
-
-
-
-def launch_two_cpu_processes(kind, report, config_path):
-    """`accelerate launch` two gloo processes on the CPU running tests/dist_check.py."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    for attempt in range(2):
-        with socket.socket() as sock:  # a free rendezvous port, so back-to-back launches never collide
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        # accelerate's --cpu launcher starts one process; torchrun-style launching with ACCELERATE_USE_CPU gives gloo
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(port), "tests/dist_check.py", kind, str(report), str(config_path)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-        # the port can be taken between our probe and torchrun's bind: that one race is retried, nothing else
-        if result.returncode == 0 or "address already in use" not in result.stderr.lower() or attempt:
-            break
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["data/prompts"] for m in lines] == [4, 4, 4]
+    assert [m["optim/lr"] for m in lines] == pytest.approx(expected_lrs(cfg.optim, 2, 3), rel=1e-9)
+    assert optimizer_updates(tmp_path / "run" / "checkpoint-3") == {6}
 
 
 def test_lora_with_frozen_vision_and_checkpointing(tmp_path, tiny_models, synth_root):
@@ -216,3 +233,43 @@ def test_prompts_over_the_token_limit_are_skipped_and_logged(tmp_path, tiny_mode
         GRPOTrainer(cfg).train()
     failures = [json.loads(line) for line in (tmp_path / "run" / "failures.jsonl").read_text().splitlines()]
     assert failures and all(f["kind"] == "prompt" and "exceeds" in f["error"] for f in failures)
+
+
+def test_dynamic_sampling_replaces_groups_without_signal(tmp_path, tiny_models, synth_root):
+    """DAPO dynamic sampling: image groups (constant toy reward) are replaced by video groups sampled in extra
+    rounds, so every trained group carries a signal; the micro-batch size never changes."""
+    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=4", "save_every=100", "algorithm.temporal=false",
+                 'rewards=[{name: "tests.toy_rewards:varies_on_video_only"}]', "log_rollouts=8", "algorithm.kl_coef=0",
+                 "algorithm.dynamic_sampling.enabled=true", "algorithm.dynamic_sampling.max_rounds=3")
+    trainer = GRPOTrainer(cfg)
+    trainer.train()
+    lines = metrics(tmp_path / "run")
+    assert all(m["data/prompts"] == 2 for m in lines)
+    assert sum(m["rollout/extra_rounds"] for m in lines) > 0
+    assert any(m["groups/informative"] < 1 for m in lines)  # some sampled groups were dropped ...
+    rollouts = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 4 * 8 and {r["data_type"] for r in rollouts} == {"video"}  # ... and none was trained on
+    assert trainer.stream.state_dict()["cursor"] > 4 * 2  # more prompts were drawn than trained on
+
+
+def test_overlong_penalty_reaches_the_rewards(tmp_path, tiny_models, synth_root):
+    """DAPO's soft overlong punishment: 0 up to max_new_tokens - cache_tokens, then down to -1 at the limit."""
+    from videor1.rl.advantages import overlong_penalty
+
+    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=2", "save_every=100", "algorithm.temporal=false",
+                 'rewards=[{name: "tests.toy_rewards:prefers_short"}]', "algorithm.overlong.enabled=true",
+                 "algorithm.overlong.cache_tokens=4", "log_rollouts=8", "generation.max_new_tokens=8")
+    trainer = GRPOTrainer(cfg)
+    lengths = []
+    real = trainer._score
+
+    def spy(batch, texts, completions, *args):
+        lengths.append(completions.lengths.clone())
+        return real(batch, texts, completions, *args)
+
+    trainer._score = spy
+    trainer.train()
+    lines = metrics(tmp_path / "run")
+    expected = [float(overlong_penalty(n, max_tokens=8, cache_tokens=4).mean()) for n in lengths]
+    assert [m["reward/overlong"] for m in lines] == pytest.approx(expected)
+    assert any(value < 0 for value in expected)  # the tiny model runs into the limit

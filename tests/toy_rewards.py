@@ -11,3 +11,8 @@ def contains_target(prompts, completions, **columns):
 def prefers_short(prompts, completions, **columns):
     """Minus the completion's length in characters / 100: never constant across a group, so every step learns."""
     return [-len(text) / 100 for text in completions]
+
+
+def varies_on_video_only(prompts, completions, data_type, **columns):
+    """Minus the length / 100 for video questions, a constant 0 for images: image groups carry no signal."""
+    return [-len(text) / 100 if kind == "video" else 0.0 for text, kind in zip(completions, data_type, strict=True)]

@@ -159,7 +159,7 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
     import sys
 
     from videor1.config import ConfigError, SFTConfig, TrainConfig, load_config
-    from videor1.rl.data import TooManyFailures
+    from videor1.data.failures import TooManyFailures
 
     # like `python -m`: reward functions given as `module:function` may live in the working directory
     if os.getcwd() not in sys.path:

@@ -7,8 +7,9 @@ each stage's config holds its own `MediaConfig` instead of reading module consta
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -206,36 +207,140 @@ class LengthRewardConfig(StrictModel):
     bonus: float = 0.2
 
 
+@dataclass(frozen=True)
+class TemporalPreset:
+    """Knobs of the T-GRPO temporal reward (Video-R1, arXiv 2503.21776, eq. 1-2)."""
+
+    alpha: float
+    """Reward α added to each correct ordered answer when the question passes the temporal test."""
+    mu: float
+    """Margin μ: the test is p ≥ μ·p̃ (1.0 in the paper, 0.8 in the released code)."""
+    threshold: float
+    """An answer is correct when its accuracy reward is above this (continuous rewards)."""
+
+
+PRESETS: dict[str, TemporalPreset] = {
+    "paper": TemporalPreset(alpha=0.3, mu=1.0, threshold=0.5),
+    "video-r1-code": TemporalPreset(alpha=0.3, mu=0.8, threshold=0.1),
+}
+"""`algorithm.preset`: the paper's values, and those the released Video-R1 model was trained with."""
+
+
+class ClipRange(NamedTuple):
+    """A loss type's default clip range: the importance ratio is kept in [1 − clip_low, 1 + clip_high]."""
+
+    clip_low: float
+    clip_high: float
+
+
+LOSS_DEFAULTS: dict[str, ClipRange] = {
+    "grpo": ClipRange(0.2, 0.2),  # PPO's ε (DeepSeekMath, arXiv 2402.03300)
+    "dapo": ClipRange(0.2, 0.28),  # clip-higher (arXiv 2503.14476)
+    "dr_grpo": ClipRange(0.2, 0.2),  # arXiv 2503.20783
+    "gspo": ClipRange(3e-4, 4e-4),  # a sequence-level ratio needs a small ε (arXiv 2507.18071)
+    # CISPO bounds the importance weight above only (arXiv 2506.13585): the lower bound 1 − 1.0 = 0 is never
+    # reached by a positive ratio, so clip_low 1.0 is exactly "no lower bound"; clip_high 0.28 as in verl
+    "cispo": ClipRange(1.0, 0.28),
+}
+"""`algorithm.loss_type` -> its default clip range; `videor1.rl.losses.POLICY_LOSSES` reads it from here."""
+
+_ALGORITHM_CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": tuple(PRESETS),
+    "shuffle_mode": ("frame", "patch"),
+    "advantage": ("grpo", "rloo", "reinforce_pp"),
+    "scale_rewards": ("group", "batch", "none"),
+    "loss_type": tuple(LOSS_DEFAULTS),
+}
+
+
+def _check_choice(key: str, value: Any) -> None:
+    """Raise, naming the key, unless value is one of the algorithm key's choices."""
+    allowed = _ALGORITHM_CHOICES[key]
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+class DynamicSamplingConfig(StrictModel):
+    """DAPO dynamic sampling (arXiv 2503.14476): groups whose rewards are all equal carry no signal."""
+
+    enabled: bool = False
+    max_rounds: int = Field(
+        3,
+        ge=1,
+        description="extra generation rounds per micro-batch to replace groups whose rewards are all equal; "
+        "past it the batch is filled with the dropped groups",
+    )
+
+
+class OverlongConfig(StrictModel):
+    """DAPO soft overlong punishment (arXiv 2503.14476, eq. 13), added to the reward of long completions."""
+
+    enabled: bool = False
+    cache_tokens: int = Field(
+        128,
+        ge=0,
+        description="soft overlong punishment interval (DAPO eq. 13): penalty 0 up to max_new_tokens − "
+        "cache_tokens, falling to −1 at max_new_tokens",
+    )
+
+
 class AlgorithmConfig(StrictModel):
-    """GRPO / T-GRPO. `alpha`, `mu` and `threshold` default to the chosen preset's values."""
+    """GRPO / T-GRPO. A knob left out (or null) resolves at load time from the preset, G or the loss type,
+    so every field holds a concrete value and a saved config records the values a run used."""
 
     temporal: bool = Field(True, description="T-GRPO: score a shuffled-frame group for each video question")
-    preset: str = Field("paper", description="paper (mu 1.0, threshold 0.5) or video-r1-code (mu 0.8, 0.1)")
-    alpha: float | None = Field(None, description="temporal reward; None = preset")
-    mu: float | None = Field(None, description="margin in p >= mu * p_shuffled; None = preset")
-    threshold: float | None = Field(None, description="accuracy above this counts as correct; None = preset")
+    preset: str = Field(
+        "paper", description="temporal knobs: paper (alpha 0.3, mu 1.0, threshold 0.5) or video-r1-code (0.3, 0.8, 0.1)"
+    )
+    alpha: float = Field(description="temporal reward; default: the preset's alpha")
+    mu: float = Field(description="margin in p >= mu * p_shuffled; default: the preset's mu")
+    threshold: float = Field(description="accuracy above this counts as correct; default: the preset's threshold")
     shuffle_mode: str = Field("frame", description="frame (the original) or patch (keeps frame pairs)")
     num_generations: int = Field(8, ge=1, description="G: ordered completions per prompt")
-    num_shuffled: int | None = Field(None, ge=1, description="G~: shuffled completions per video; None = G/2")
+    num_shuffled: int = Field(ge=1, description="G~: shuffled completions per video; default: max(1, G // 2)")
     advantage: str = Field("grpo", description="grpo, rloo or reinforce_pp")
-    scale_rewards: str = Field("group", description="group, batch or none (grpo estimator)")
+    scale_rewards: str = Field(
+        description="group, batch or none (grpo estimator); default: none for loss_type dr_grpo, else group"
+    )
     loss_type: str = Field("grpo", description="grpo, dapo, dr_grpo, gspo or cispo")
     kl_coef: float = Field(0.04, ge=0, description="beta; 0 drops the reference model")
-    clip_low: float | None = Field(None, ge=0, description="None = the loss type's default")
-    clip_high: float | None = Field(None, ge=0, description="None = the loss type's default")
+    clip_low: float = Field(
+        ge=0, description="ratio clipped below at 1 - clip_low; default: the loss type's (LOSS_DEFAULTS)"
+    )
+    clip_high: float = Field(
+        ge=0, description="ratio clipped above at 1 + clip_high; default: the loss type's (LOSS_DEFAULTS)"
+    )
     num_iterations: int = Field(1, ge=1, description="optimizer updates per rollout batch")
     length: LengthRewardConfig = Field(default_factory=LengthRewardConfig)
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    overlong: OverlongConfig = Field(default_factory=OverlongConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_defaults(cls, data: Any) -> Any:
+        """Fill each knob that is missing or null from the preset, G and the loss type; given values win."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        preset = data.get("preset", fields["preset"].default)
+        loss_type = data.get("loss_type", fields["loss_type"].default)
+        _check_choice("preset", preset)  # checked before use as a key, so the error names it
+        _check_choice("loss_type", loss_type)
+        resolved: dict[str, Any] = {
+            **asdict(PRESETS[preset]),  # alpha, mu, threshold
+            **LOSS_DEFAULTS[loss_type]._asdict(),  # clip_low, clip_high
+            # Dr.GRPO is defined without std scaling of the advantages (arXiv 2503.20783)
+            "scale_rewards": "none" if loss_type == "dr_grpo" else "group",
+        }
+        num_generations = data.get("num_generations", fields["num_generations"].default)
+        if isinstance(num_generations, int):  # otherwise num_generations itself fails validation
+            resolved["num_shuffled"] = max(1, num_generations // 2)  # G~ = G/2 in the paper
+        return {**data, **{key: value for key, value in resolved.items() if data.get(key) is None}}
 
     @model_validator(mode="after")
     def _known(self) -> AlgorithmConfig:
-        choices = {
-            "preset": ("paper", "video-r1-code"), "shuffle_mode": ("frame", "patch"),
-            "advantage": ("grpo", "rloo", "reinforce_pp"), "scale_rewards": ("group", "batch", "none"),
-            "loss_type": ("grpo", "dapo", "dr_grpo", "gspo", "cispo"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        for key in _ALGORITHM_CHOICES:
+            _check_choice(key, getattr(self, key))
         return self
 
 
@@ -250,33 +355,50 @@ class OptimConfig(StrictModel):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
 
 
-class TrainConfig(StrictModel):
-    """A `videor1 train` run."""
+class RecipeConfig(StrictModel):
+    """What every training recipe shares (`videor1 sft`, `videor1 train`): run dir, steps, model, data, optim."""
 
     output_dir: str = "runs/train"
     seed: int = 0
-    max_steps: int = Field(1000, gt=0, description="rollout batches per process")
-    prompts_per_device: int = Field(1, ge=1, description="P: prompts per process per step")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="rollout micro-batches per optimizer step")
+    max_steps: int = Field(1000, gt=0, description="training steps; each ends with one optimizer update")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer update")
     mixed_precision: str = Field("no", description="accelerate mixed precision: no, bf16 or fp16")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     media: MediaConfig = Field(default_factory=MediaConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    save_every: int = Field(100, gt=0, description="checkpoint every N steps (and at the end)")
+    save_total_limit: int | None = Field(3, ge=1, description="keep the newest N checkpoints")
+    tensorboard: bool = True
+
+
+class TrainConfig(RecipeConfig):
+    """A `videor1 train` run."""
+
+    max_steps: int = Field(1000, gt=0, description="rollout batches per process (x num_iterations updates)")
+    prompts_per_device: int = Field(1, ge=1, description="P: prompts per process per micro-batch")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="rollout micro-batches per optimizer update")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(name="accuracy"), RewardSpec(name="format")]
     )
-    save_every: int = Field(100, gt=0, description="checkpoint every N steps (and at the end)")
-    save_total_limit: int | None = Field(3, ge=1, description="keep the newest N checkpoints")
     log_rollouts: int = Field(2, ge=0, description="rollouts per step written to rollouts.jsonl")
-    tensorboard: bool = True
 
     @model_validator(mode="after")
     def _temporal_needs_accuracy(self) -> TrainConfig:
         if self.algorithm.temporal and "accuracy" not in {r.name for r in self.rewards}:
             raise ValueError("algorithm.temporal needs the accuracy reward in rewards")
+        return self
+
+    @model_validator(mode="after")
+    def _overlong_fits_generation(self) -> TrainConfig:
+        overlong, max_new_tokens = self.algorithm.overlong, self.generation.max_new_tokens
+        if overlong.enabled and overlong.cache_tokens > max_new_tokens:
+            raise ValueError(
+                f"algorithm.overlong.cache_tokens ({overlong.cache_tokens}) exceeds "
+                f"generation.max_new_tokens ({max_new_tokens})"
+            )
         return self
 
 
@@ -291,20 +413,13 @@ class HeldOutConfig(StrictModel):
     batch_size: int = Field(8, gt=0)
 
 
-class SFTConfig(StrictModel):
+class SFTConfig(RecipeConfig):
     """A `videor1 sft` run (the same override keys as `videor1 train` where they mean the same)."""
 
     output_dir: str = "runs/sft"
-    seed: int = 0
     max_steps: int = Field(1000, gt=0, description="optimizer steps")
     batch_size: int = Field(1, ge=1, description="samples per process per micro-batch")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    mixed_precision: str = Field("no", description="accelerate mixed precision: no, bf16 or fp16")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig
-    media: MediaConfig = Field(default_factory=MediaConfig)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-6))
     eval: HeldOutConfig | None = None
-    save_every: int = Field(500, gt=0)
-    save_total_limit: int | None = Field(2, ge=1)
-    tensorboard: bool = True
+    save_every: int = Field(500, gt=0, description="checkpoint every N steps (and at the end)")
+    save_total_limit: int | None = Field(2, ge=1, description="keep the newest N checkpoints")

@@ -21,9 +21,9 @@ import torch
 from videor1.config import MediaConfig
 from videor1.data.media import MediaError
 from videor1.data.schema import Sample
+from videor1.models.generation import SamplingParams, generate_from_inputs
 from videor1.models.inputs import SampleMedia, load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.rewards import accuracy_score, extract_answer, is_well_formed
-from videor1.rl.rollout import eos_token_ids, generation_mode, suppressed_token_ids
 
 
 @dataclass(frozen=True)
@@ -66,21 +66,11 @@ def generate_texts(
     system_prompt: str | None = None,
 ) -> list[str]:
     """One batched `generate` over decoded samples; temperature 0 is greedy. Raises on any failure."""
-    device = next(model.parameters()).device
+    params = SamplingParams(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
     texts = [prompt_text(processor, s, system_prompt=system_prompt) for s in samples]
-    inputs = processor_inputs(processor, texts, media).to(device)
-    sampling: dict[str, Any] = {"do_sample": False}
-    if temperature > 0:
-        # top_k 0 turns HF's default top-k of 50 off: only temperature and top_p shape the distribution
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or 0}
-    with generation_mode(model):
-        out = model.generate(
-            **inputs, **sampling, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-            eos_token_id=eos_token_ids(model, processor.tokenizer), pad_token_id=processor.tokenizer.pad_token_id,
-            suppress_tokens=suppressed_token_ids(processor.tokenizer), use_cache=True,
-        )  # [B, Lp + T]
-    # keep <think>/<answer> (added, non-special tokens); drop pads and the end-of-turn token
-    return processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    inputs = processor_inputs(processor, texts, media)
+    # texts keep <think>/<answer> (added, non-special tokens); pads and the end-of-turn token are dropped
+    return [rows[0].text for rows in generate_from_inputs(model, processor.tokenizer, inputs, params)]
 
 
 def generate_batch(

@@ -7,9 +7,12 @@ r_t = α if p ≥ μ·p̃ else 0, added to every correct answer of the ordered g
 Deviations from the original Video-R1 code, and why:
 - p and p̃ are computed per question ([B, G] -> [B]); the original averaged them over the whole device
   batch, which is only the paper's quantity at batch size 1.
-- α, μ and the correctness threshold are arguments (see `PRESETS`) instead of the literals 0.3, 0.8 and
-  0.1 inline in the trainer; the paper states μ = 1.0 and binary correctness, the released code used
-  μ = 0.8 and accuracy > 0.1.
+- α, μ and the correctness threshold are arguments (see `PRESETS`, defined with the config in
+  `videor1.config` and re-exported here) instead of the literals 0.3, 0.8 and 0.1 inline in the trainer;
+  the paper states μ = 1.0 and binary correctness, the released code used μ = 0.8 and accuracy > 0.1.
+
+`temporal_bonus` is the one place the reward α·granted·correct is computed; the trainer reaches it through
+`videor1.rl.scoring.temporal_rewards`, which selects a batch's video questions.
 
 Known critique (Video-R1 issue #51): with 0/1 accuracy and equal format rewards, adding +α to every correct
 answer of a group is an affine map of that group's rewards (R = a + c with a ∈ {0, 1} and c the shared
@@ -21,28 +24,13 @@ when rewards are not normalised per group. `tests/test_rewards_shaping.py` demon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from torch import Tensor
 
+from videor1.config import PRESETS, TemporalPreset
 
-@dataclass(frozen=True)
-class TemporalPreset:
-    """Knobs of the temporal reward."""
-
-    alpha: float
-    """Reward α added to each correct ordered answer when the question passes the temporal test."""
-    mu: float
-    """Margin μ: the test is p ≥ μ·p̃ (1.0 in the paper, 0.8 in the released code)."""
-    threshold: float
-    """An answer is correct when its accuracy reward is above this (continuous rewards)."""
-
-
-PRESETS: dict[str, TemporalPreset] = {
-    "paper": TemporalPreset(alpha=0.3, mu=1.0, threshold=0.5),
-    "video-r1-code": TemporalPreset(alpha=0.3, mu=0.8, threshold=0.1),
-}
+__all__ = ["PRESETS", "TemporalPreset", "TemporalStats", "is_correct", "temporal_bonus", "temporal_stats"]
 
 
 class TemporalStats(NamedTuple):
@@ -88,7 +76,11 @@ def temporal_stats(
 
 def temporal_bonus(
     ordered_correct: Tensor, shuffled_correct: Tensor, *, alpha: float, mu: float, atol: float = 1e-6
-) -> Tensor:
-    """T-GRPO temporal reward: ordered_correct [B, G], shuffled_correct [B, G̃] -> bonus [B, G] float."""
-    granted = temporal_stats(ordered_correct, shuffled_correct, mu=mu, atol=atol).granted  # [B]
-    return alpha * (granted.unsqueeze(1) & ordered_correct.bool()).float()  # [B, G]
+) -> tuple[Tensor, TemporalStats]:
+    """T-GRPO temporal reward and its test: ordered_correct [B, G], shuffled_correct [B, G̃] -> bonus [B, G], stats.
+
+    bonus is α on each correct ordered answer of a question that passed p ≥ μ·p̃, else 0 (float32).
+    """
+    stats = temporal_stats(ordered_correct, shuffled_correct, mu=mu, atol=atol)  # three [B]
+    bonus = alpha * (stats.granted.unsqueeze(1) & ordered_correct.bool()).float()  # [B, G]
+    return bonus, stats

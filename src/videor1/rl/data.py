@@ -10,7 +10,6 @@ The position (epoch, cursor) is part of every checkpoint, so a resumed run sees 
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,13 +18,10 @@ from typing import Any
 
 import torch
 
+from videor1.data.failures import FailureBudget
 from videor1.data.media import MediaError
 from videor1.data.schema import Sample
 from videor1.models.inputs import SampleMedia
-
-
-class TooManyFailures(RuntimeError):
-    """More media failed to load than `max_failure_fraction` allows."""
 
 
 @dataclass
@@ -68,9 +64,9 @@ class PromptStream:
             raise ValueError(f"{len(samples)} samples cannot feed {world_size} processes")
         self.samples, self.load = samples, load
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
-        self.max_failure_fraction = max_failure_fraction
+        self.budget = FailureBudget(max_failure_fraction)
         self.on_failure = on_failure
-        self.epoch, self.cursor, self.attempted, self.failed = 0, 0, 0, 0
+        self.epoch, self.cursor = 0, 0
         self._order = self._epoch_order(0)
         # Decoding runs ahead in threads (PyAV releases the GIL); the cursor only counts consumed samples.
         self._pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
@@ -123,35 +119,34 @@ class PromptStream:
         while len(batch) < size:
             self._schedule(size - len(batch) + (self._pool._max_workers if self._pool else 0))
             sample, media, seconds = self._consume()
-            self.attempted += 1
-            if isinstance(media, MediaError):
-                self.failed += 1
-                if self.on_failure is not None:
-                    self.on_failure(sample, media)
-            else:
+            failed = isinstance(media, MediaError)
+            if failed and self.on_failure is not None:
+                self.on_failure(sample, media)
+            elif not failed:
                 batch.append(Loaded(sample, media, seconds))
             # judged after every attempt: failures early on count once enough samples have been tried
-            self._check_failures()
+            self.budget.record(1, int(failed))
         return batch
 
-    def _check_failures(self) -> None:
-        limit = self.max_failure_fraction
-        judged = self.attempted >= (math.ceil(1 / limit) if limit > 0 else 1)
-        if judged and self.failed / self.attempted > limit:
-            raise TooManyFailures(
-                f"{self.failed} of {self.attempted} samples failed to load ({self.failed / self.attempted:.1%}), "
-                f"above data.max_failure_fraction={limit}; see failures.jsonl"
-            )
+    @property
+    def attempted(self) -> int:
+        """Samples tried so far, loaded or not."""
+        return self.budget.attempted
+
+    @property
+    def failed(self) -> int:
+        """Samples that failed to load so far."""
+        return self.budget.failed
 
     def state_dict(self) -> dict[str, Any]:
         """Position and counters, for checkpoints."""
-        return {"epoch": self.epoch, "cursor": self.cursor, "attempted": self.attempted, "failed": self.failed}
+        return {"epoch": self.epoch, "cursor": self.cursor, **self.budget.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; nothing before it is decoded again."""
         self._ahead.clear()
         self.epoch, self.cursor = state["epoch"], state["cursor"]
-        self.attempted, self.failed = state["attempted"], state["failed"]
+        self.budget.load_state_dict(state)
         self._order = self._epoch_order(self.epoch)
         self._next_epoch, self._next_cursor = self.epoch, self.cursor
 

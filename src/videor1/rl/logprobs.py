@@ -95,11 +95,16 @@ def sequence_inputs(
 
 
 class CompletionScorer(nn.Module):
-    """Wraps a Qwen-VL model so one forward call (and one DDP/FSDP wrapper) yields completion log-probs."""
+    """Wraps a Qwen-VL model so one forward call (and one DDP/FSDP wrapper) yields completion log-probs.
 
-    def __init__(self, model: nn.Module):
+    The log-probs are those of the distribution rollouts sample from: softmax(logits / temperature) over the
+    vocabulary without the `suppressed` tokens (the vision placeholders, which generation never samples).
+    """
+
+    def __init__(self, model: nn.Module, suppressed: list[int] | None = None):
         super().__init__()
         self.model = model
+        self.suppressed = list(suppressed or [])
 
     def forward(
         self,
@@ -128,4 +133,6 @@ class CompletionScorer(nn.Module):
         )
         # logits at position i predict token i + 1: the last T+1 positions cover the T completion tokens
         logits = out.logits[:, :-1].float() / temperature  # [N, T, V]
+        if self.suppressed:  # the sampler renormalises over the tokens it may emit; so does the scorer
+            logits[..., self.suppressed] = float("-inf")
         return selective_log_softmax(logits, completion_ids), vision  # [N, T]

@@ -5,8 +5,9 @@ sampled tokens: logp [N, T] under the policy being trained, old_logp [N, T] unde
 the rollouts (no gradient), ref_logp [N, T] under the frozen reference; advantages [N]; mask [N, T]
 (bool or 0/1) marks the completion tokens that count.
 
-A loss type (`POLICY_LOSSES`) is a per-token policy loss with its default clip range plus one of three
-aggregations, chosen once at setup; `grpo_loss` adds the β-weighted k3 KL and aggregates. Each function
+A loss type (`POLICY_LOSSES`) is a per-token policy loss with its default clip range (from
+`videor1.config.LOSS_DEFAULTS`, the one table of those numbers) plus one of three aggregations, chosen once
+at setup; `grpo_loss` adds the β-weighted k3 KL and aggregates. Each function
 returns `(loss, stats)` with detached 0-d stats under namespaced keys; the trainer scales for gradient
 accumulation, nothing here knows about devices or accelerators.
 
@@ -26,6 +27,8 @@ from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
+
+from videor1.config import LOSS_DEFAULTS
 
 AggregationMode = Literal["sequence", "token", "constant"]
 Stats = dict[str, Tensor]
@@ -59,11 +62,15 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(x) - x - 1  # [N, T] ≥ 0, exactly 0 where x = 0
 
 
-def aggregate(per_token: Tensor, mask: Tensor, *, mode: AggregationMode, max_tokens: int | None = None) -> Tensor:
+def aggregate(
+    per_token: Tensor, mask: Tensor, *, mode: AggregationMode, max_tokens: int | None = None,
+    num_tokens: float | None = None,
+) -> Tensor:
     """Reduce a per-token loss [N, T] over the masked tokens to a scalar, by one of three normalisations.
 
     "sequence": mean over a sequence's tokens, then over sequences (GRPO, arXiv 2402.03300; Video-R1);
-    "token": sum over all tokens / number of tokens in the batch (DAPO, arXiv 2503.14476);
+    "token": sum over all tokens / number of tokens in the batch (DAPO, arXiv 2503.14476) — or / num_tokens
+    when given, so a micro-batch can be normalised by the token count of the whole step, as DAPO defines it;
     "constant": sum over all tokens / (N * max_tokens) (Dr.GRPO, arXiv 2503.20783).
     """
     mask = mask.bool()  # [N, T]
@@ -72,6 +79,10 @@ def aggregate(per_token: Tensor, mask: Tensor, *, mode: AggregationMode, max_tok
         lengths = mask.sum(dim=1).clamp(min=1)  # [N] an empty sequence gives 0 / 1, not NaN
         return (masked.sum(dim=1) / lengths).mean()  # []
     if mode == "token":
+        if num_tokens is not None:
+            if num_tokens <= 0:
+                raise ValueError(f"num_tokens must be positive; got {num_tokens}")
+            return masked.sum() / num_tokens  # []
         return masked.sum() / mask.sum().clamp(min=1)  # []
     if mode == "constant":
         if max_tokens is None or max_tokens <= 0:
@@ -105,8 +116,8 @@ def clipped_policy_loss(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
+    clip_low: float = LOSS_DEFAULTS["grpo"].clip_low,
+    clip_high: float = LOSS_DEFAULTS["grpo"].clip_high,
 ) -> tuple[Tensor, Stats]:
     """PPO-clip per token, ratio exp(logp − old_logp) (GRPO, arXiv 2402.03300; DAPO clip-higher, arXiv 2503.14476)."""
     _check_inputs(logp, old_logp, advantages, mask)
@@ -121,8 +132,8 @@ def gspo_policy_loss(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float = 3e-4,
-    clip_high: float = 4e-4,
+    clip_low: float = LOSS_DEFAULTS["gspo"].clip_low,
+    clip_high: float = LOSS_DEFAULTS["gspo"].clip_high,
 ) -> tuple[Tensor, Stats]:
     """GSPO per token (arXiv 2507.18071): one sequence ratio s = exp(mean_t(logp − old_logp)), PPO-clipped.
 
@@ -146,12 +157,14 @@ def cispo_policy_loss(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float | None = None,
-    clip_high: float = 0.28,
+    clip_low: float | None = LOSS_DEFAULTS["cispo"].clip_low,
+    clip_high: float = LOSS_DEFAULTS["cispo"].clip_high,
 ) -> tuple[Tensor, Stats]:
     """CISPO per token, −sg(clip(r, max=1 + ε_high)) · A · logp (MiniMax-M1, arXiv 2506.13585).
 
-    The paper sets no lower bound on the importance weight (clip_low=None); clip_high 0.28 as in verl/Trinity.
+    The paper sets no lower bound on the importance weight: the default clip_low 1.0 clamps below at
+    1 − 1.0 = 0, which a ratio exp(·) > 0 never goes under, and None skips the lower clamp, so both mean
+    "no lower bound" and give identical results. clip_high 0.28 as in verl/Trinity.
     """
     _check_inputs(logp, old_logp, advantages, mask)
     ratio = torch.exp(logp - old_logp.detach()).detach()  # [N, T] a weight only: no gradient through it
@@ -168,18 +181,18 @@ class PolicyLossSpec(NamedTuple):
     """Per-token loss f(logp, old_logp, advantages, mask, *, clip_low, clip_high) -> ([N, T], stats)."""
     aggregation: AggregationMode
     """How the per-token loss becomes a scalar (see `aggregate`)."""
-    clip_low: float | None
-    """Default ε_low: the ratio is clipped below at 1 − ε_low (None: no lower bound)."""
+    clip_low: float
+    """Default ε_low: the ratio is clipped below at 1 − ε_low (1.0 for CISPO: no bound on a positive ratio)."""
     clip_high: float
     """Default ε_high: the ratio is clipped above at 1 + ε_high."""
 
 
 POLICY_LOSSES: dict[str, PolicyLossSpec] = {
-    "grpo": PolicyLossSpec(clipped_policy_loss, "sequence", 0.2, 0.2),
-    "dapo": PolicyLossSpec(clipped_policy_loss, "token", 0.2, 0.28),
-    "dr_grpo": PolicyLossSpec(clipped_policy_loss, "constant", 0.2, 0.2),
-    "gspo": PolicyLossSpec(gspo_policy_loss, "sequence", 3e-4, 4e-4),
-    "cispo": PolicyLossSpec(cispo_policy_loss, "token", None, 0.28),
+    "grpo": PolicyLossSpec(clipped_policy_loss, "sequence", *LOSS_DEFAULTS["grpo"]),
+    "dapo": PolicyLossSpec(clipped_policy_loss, "token", *LOSS_DEFAULTS["dapo"]),
+    "dr_grpo": PolicyLossSpec(clipped_policy_loss, "constant", *LOSS_DEFAULTS["dr_grpo"]),
+    "gspo": PolicyLossSpec(gspo_policy_loss, "sequence", *LOSS_DEFAULTS["gspo"]),
+    "cispo": PolicyLossSpec(cispo_policy_loss, "token", *LOSS_DEFAULTS["cispo"]),
 }
 """Loss type by name, as TRL / ms-swift / verl users know them."""
 
@@ -196,12 +209,14 @@ def grpo_loss(
     clip_low: float | None = None,
     clip_high: float | None = None,
     max_tokens: int | None = None,
+    num_tokens: float | None = None,
 ) -> tuple[Tensor, Stats]:
     """GRPO-family objective −[policy term − β·KL] (arXiv 2402.03300; Video-R1 T-GRPO, arXiv 2503.21776).
 
     Per-token policy loss of `loss_type` + kl_coef · k3 KL, aggregated by the loss type's mode. The KL term
     is skipped (and logged as 0) when ref_logp is None or kl_coef is 0; clip_low / clip_high None keep the
-    loss type's defaults; max_tokens is needed by "dr_grpo".
+    loss type's defaults; max_tokens is needed by "dr_grpo"; num_tokens replaces the batch's own token count
+    in "token" aggregation (the trainer passes the step-wide count, see `aggregate`).
     """
     if loss_type not in POLICY_LOSSES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {sorted(POLICY_LOSSES)}")
@@ -221,8 +236,9 @@ def grpo_loss(
         kl = k3_kl(logp, ref_logp.detach())  # [N, T]
         per_token = policy + kl_coef * kl  # [N, T]
         kl_mean = masked_mean(kl, mask).detach()  # []
-    loss = aggregate(per_token, mask, mode=spec.aggregation, max_tokens=max_tokens)  # []
-    policy_loss = aggregate(policy.detach(), mask, mode=spec.aggregation, max_tokens=max_tokens)  # []
+    reduce = {"mode": spec.aggregation, "max_tokens": max_tokens, "num_tokens": num_tokens}
+    loss = aggregate(per_token, mask, **reduce)  # []
+    policy_loss = aggregate(policy.detach(), mask, **reduce)  # []
     return loss, {
         "loss/total": loss.detach(),
         "loss/policy": policy_loss,

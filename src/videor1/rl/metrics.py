@@ -53,6 +53,7 @@ class MetricBag:
         keys = list(self._sums)
         pairs = torch.tensor([[self._sums[k], self._counts[k]] for k in keys], dtype=torch.float64)  # [K, 2]
         if accelerator is not None and accelerator.num_processes > 1:
+            _check_same_keys(keys, accelerator)
             pairs = accelerator.reduce(pairs.to(accelerator.device), reduction="sum").cpu()
         values: dict[str, float | None] = {}
         for key, (total, count) in zip(keys, pairs.tolist(), strict=True):
@@ -61,3 +62,13 @@ class MetricBag:
             else:
                 values[key] = total / count if count > 0 else None
         return values
+
+
+def _check_same_keys(keys: list[str], accelerator: Any) -> None:
+    """Raise when processes hold different metric keys: summing their rows would pair unrelated numbers."""
+    import zlib
+
+    fingerprint = [len(keys), zlib.crc32("\n".join(keys).encode())]
+    every = accelerator.gather(torch.tensor([fingerprint], dtype=torch.float64, device=accelerator.device))  # [W, 2]
+    if not bool((every == every[0]).all()):
+        raise RuntimeError(f"metric keys differ between processes; process {accelerator.process_index} has {keys}")

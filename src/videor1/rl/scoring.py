@@ -16,7 +16,7 @@ from torch import Tensor
 
 from videor1.data.schema import Sample
 from videor1.rewards import length_bonus_batch, resolve_reward
-from videor1.rewards.temporal import TemporalStats, is_correct, temporal_stats
+from videor1.rewards.temporal import TemporalStats, is_correct, temporal_bonus
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,14 @@ def temporal_rewards(
     """T-GRPO bonus [P, G] for video questions only, and the per-video-question p, p̃, granted.
 
     accuracy [P, G] ordered-group accuracy rewards; shuffled_accuracy [V, G̃] for the V video rows of the
-    batch in order; is_video [P] bool.
+    batch in order; is_video [P] bool. The reward itself is `videor1.rewards.temporal.temporal_bonus`;
+    this selects the video rows, thresholds accuracy into correctness and scatters the bonus back.
     """
     correct = is_correct(accuracy[is_video], threshold)  # [V, G]
     shuffled_correct = is_correct(shuffled_accuracy, threshold)  # [V, G~]
-    stats = temporal_stats(correct, shuffled_correct, mu=mu)
-    bonus = torch.zeros_like(accuracy)  # [P, G]
-    bonus[is_video] = alpha * (stats.granted.unsqueeze(1) & correct).float()  # [V, G]
+    video_bonus, stats = temporal_bonus(correct, shuffled_correct, alpha=alpha, mu=mu)  # [V, G]
+    bonus = torch.zeros_like(accuracy)  # [P, G] image questions keep 0
+    bonus[is_video] = video_bonus.to(bonus.dtype)  # [V, G]
     return bonus, stats
 
 

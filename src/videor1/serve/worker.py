@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from videor1.models.generation import GeneratedText, SamplingParams, generate_from_inputs
@@ -160,8 +160,8 @@ class GenerationWorker:
             if rest:
                 self._serve(rest)
             return
-        params = SamplingParams(max(j.params.max_new_tokens for j in jobs), jobs[0].params.temperature,
-                                jobs[0].params.top_p)
+        # the jobs share a batch_key, so every knob but the token limit is the first job's
+        params = replace(jobs[0].params, max_new_tokens=max(j.params.max_new_tokens for j in jobs))
         self.running = len(jobs)
         try:
             results = generate_from_inputs(

@@ -1,33 +1,29 @@
 """The SFT cold-start recipe: assistant-only next-token loss on CoT data, on accelerate.
 
-Same model loading, media settings, prompts, run directory, metrics and checkpoints as `videor1 train`
-(shared code). The loss runs the language model head only on labelled positions, so a 16k-token video
-prompt never materialises a [L, vocab] logit tensor.
+The shared skeleton (`videor1.recipe`) does the plumbing, as for `videor1 train`: model loading, optimizer
+and schedule, accumulation, checkpoints, clean exit; this file is the SFT loop only. The loss is the mean
+over every labelled token of the step (all micro-batches, all processes), so a micro-batch or a process with
+longer answers weighs exactly its share. The language model head runs only on labelled positions, so a
+16k-token video prompt never materialises a [L, vocab] logit tensor.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from videor1.bootstrap import ensure_data, ensure_model
 from videor1.config import MediaConfig, SFTConfig
 from videor1.data.dataset import load_dataset
+from videor1.data.failures import FailureBudget
 from videor1.eval.generate import answer_samples, summarize
-from videor1.models.load import load_model, load_processor, prepare_for_training, unwrap_peft
-from videor1.rl.data import TooManyFailures
+from videor1.models.load import unwrap_peft
+from videor1.recipe import Recipe
 from videor1.rl.metrics import MetricBag
-from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
 from videor1.sft.data import IGNORE_INDEX, BatchPlan, SFTBatches, identity_collate
 
 
@@ -54,38 +50,26 @@ class SFTTrainer:
 
     def __init__(self, config: SFTConfig, *, resume: bool = False):
         self.cfg = config
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision)
-        set_seed(config.seed, device_specific=True)
-        self.out = Path(config.output_dir)
-        with self.accelerator.main_process_first():
-            ensure_data(config.data)
-            ensure_model(config.model, config.data.train_file)
-        checkpoint = latest_checkpoint(self.out) if resume else None
-        if resume and checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
-        state = json.loads((checkpoint / "trainer_state.json").read_text()) if checkpoint else {}
-        self.step = state.get("step", 0)
-        self.attempted, self.failed = state.get("attempted", 0), state.get("failed", 0)
-        main = self.accelerator.is_main_process
-        self.log = RunLog(self.out, enabled=main, tensorboard=config.tensorboard, resume_step=self.step)
-        self.log.save_config(config)
-        self._setup_model()
+        self.run = Recipe(config, resume=resume)
+        self.accelerator, self.log = self.run.accelerator, self.run.log
+        self.budget = FailureBudget(config.data.max_failure_fraction)
+        self.budget.load_state_dict(self.run.state)
+        self.processor, model, _ = self.run.load_model()
         self._setup_data()
-        self._setup_optimization()
-        if checkpoint is not None:
-            self.accelerator.load_state(str(checkpoint / "state"))
-            self.log.info(f"resumed from {checkpoint} at step {self.step}")
-
-    def _setup_model(self) -> None:
-        cfg = self.cfg.model
-        self.processor = load_processor(cfg.name_or_path)
-        model = load_model(cfg.name_or_path, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
-        model = prepare_for_training(
-            model, freeze_vision=cfg.freeze_vision, gradient_checkpointing=cfg.gradient_checkpointing,
-            lora_r=cfg.lora.r if cfg.lora.enabled else None, lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout, lora_targets=cfg.lora.target_modules,
+        self.loss_module = self.run.prepare(
+            AssistantLoss(model), num_updates=config.max_steps, micro_batch_size=config.batch_size
         )
-        self.loss_module = AssistantLoss(model.train())
+        self.run.restore()
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps completed."""
+        return self.run.step
+
+    @property
+    def model(self) -> Any:
+        """The trained model outside any distributed wrapper."""
+        return self.accelerator.unwrap_model(self.loss_module).model
 
     def _setup_data(self) -> None:
         cfg = self.cfg
@@ -109,68 +93,35 @@ class SFTTrainer:
             collate_fn=identity_collate, prefetch_factor=2 if workers else None, persistent_workers=False,
         )
 
-    def _setup_optimization(self) -> None:
-        from transformers import get_scheduler
-
-        optim = self.cfg.optim
-        params = [p for p in self.loss_module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas)
-        scheduler = get_scheduler(
-            optim.scheduler, optimizer, num_warmup_steps=round(optim.warmup_ratio * self.cfg.max_steps),
-            num_training_steps=self.cfg.max_steps,
-        )
-        self.loss_module, self.optimizer, self.scheduler = self.accelerator.prepare(
-            self.loss_module, optimizer, scheduler
-        )
-        self.params = params
-
-    @property
-    def model(self) -> Any:
-        """The trained model outside any distributed wrapper."""
-        return self.accelerator.unwrap_model(self.loss_module).model
-
     def _record_failures(self, failures: list[dict[str, Any]], size: int) -> None:
-        self.attempted += size + len(failures)
-        self.failed += len(failures)
         self.log.records("failures.jsonl", [{"step": self.step, "kind": "media", **f} for f in failures])
-        limit = self.cfg.data.max_failure_fraction
-        if failures and self.attempted >= (1 / limit if limit > 0 else 1) and self.failed / self.attempted > limit:
-            raise TooManyFailures(
-                f"{self.failed} of {self.attempted} samples failed to load, above "
-                f"data.max_failure_fraction={limit}; see failures.jsonl"
-            )
+        self.budget.record(size + len(failures), len(failures))
 
     def _train_step(self, micro_batches: list[dict[str, Any]], bag: MetricBag) -> None:
-        """One optimizer step over the micro-batches: loss = summed NLL / labelled tokens of the step."""
-        device = self.accelerator.device
-        tokens = sum(int((b["inputs"]["labels"] != IGNORE_INDEX).sum()) for b in micro_batches if b["size"])
+        """One optimizer step over the micro-batches: loss = summed NLL / labelled tokens of the whole step."""
+        device = self.run.device
+        local_tokens = sum(int((b["inputs"]["labels"] != IGNORE_INDEX).sum()) for b in micro_batches if b["size"])
+        tokens_per_micro = self.run.tokens_per_micro(local_tokens)
         bag.total("perf/tokens", 0.0)
-        for k, batch in enumerate(micro_batches):
-            last = k == len(micro_batches) - 1
-            # gradients of all micro-batches are summed locally and synchronised once, on the last
-            with nullcontext() if last else self.accelerator.no_sync(self.loss_module):
+        for batch in micro_batches:
+            with self.run.micro_batch(self.loss_module):
                 if batch["size"]:
                     inputs = {key: v.to(device) for key, v in batch["inputs"].items() if torch.is_tensor(v)}
                     labels = inputs.pop("labels")
                     nll, count = self.loss_module(inputs, labels)
-                    loss = nll / max(tokens, 1)
+                    loss = nll / tokens_per_micro
                     bag.add("loss/sft", float(nll.detach()), float(count))
                     bag.total("perf/tokens", float(inputs["attention_mask"].sum()))
                 else:
                     # every sample of this micro-batch failed: a zero loss keeps all processes in step
-                    loss = sum(p.sum() for p in self.params) * 0.0
-                self.accelerator.backward(loss)
-        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
-        bag.add("optim/grad_norm", float(grad_norm))
-        bag.add("optim/lr", self.scheduler.get_last_lr()[0])
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+                    loss = sum(p.sum() for p in self.run.params) * 0.0
+                self.run.backward(loss)
+        self.run.optimizer_step(bag)
 
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the held-out file, written to eval.jsonl: accuracy and format rate by type."""
         cfg = self.cfg.eval
-        if cfg is None or not self.accelerator.is_main_process:
+        if cfg is None or not self.run.is_main:
             return {}
         root = cfg.media_root or self.cfg.data.media_root
         samples = load_dataset(cfg.file, root).samples[: cfg.max_samples]
@@ -185,25 +136,18 @@ class SFTTrainer:
         )
         return summary
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Any:
         """Model + processor (Auto-loadable), accelerate state and data position."""
-        state = {"step": self.step, "attempted": self.attempted, "failed": self.failed}
-        return save_checkpoint(
-            self.accelerator, self.out / f"checkpoint-{self.step}", self.model, self.processor,
-            config_file=self.out / "config.yaml", state=state, keep=self.cfg.save_total_limit,
-        )
+        return self.run.save_checkpoint(self.model, self.processor, self.budget.state_dict())
 
-    def train(self) -> Path:
+    def train(self) -> Any:
         """Run to max_steps; evaluate before, every eval.every steps and after; checkpoint as configured."""
-        from videor1.progress import step_progress
-
         cfg = self.cfg
-        self.log.info(f"SFT of {cfg.model.name_or_path} for {cfg.max_steps} steps on {self.accelerator.device}")
+        self.log.info(f"SFT of {cfg.model.name_or_path} for {cfg.max_steps} steps on {self.run.device}")
         if cfg.eval is not None and self.step == 0:
             self.evaluate()
         batches = iter(self.loader)
-        main = self.accelerator.is_main_process
-        with step_progress(cfg.max_steps, self.step, enabled=main, label="loss") as progress:
+        with self.run.progress("loss") as progress:
             while self.step < cfg.max_steps:
                 bag, start = MetricBag(), time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
@@ -213,7 +157,7 @@ class SFTTrainer:
                     bag.total("data/samples", batch["size"])
                     bag.total("data/skipped_media", len(batch["failures"]))
                 self._train_step(micro, bag)
-                self.step += 1
+                self.run.step += 1
                 seconds = time.perf_counter() - start
                 bag.per_process("perf/step_seconds", seconds)
                 metrics = bag.reduce(self.accelerator)
@@ -222,9 +166,9 @@ class SFTTrainer:
                 progress(self.step, metrics.get("loss/sft") or 0.0, seconds)
                 if cfg.eval is not None and cfg.eval.every and self.step % cfg.eval.every == 0:
                     self.evaluate()
-                if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                if self.run.due_checkpoint():
                     self.save_checkpoint()
         if cfg.eval is not None and not (cfg.eval.every and cfg.max_steps % cfg.eval.every == 0):
             self.evaluate()
-        self.log.close()
-        return self.out / f"checkpoint-{self.step}"
+        self.run.close()
+        return self.run.out / f"checkpoint-{self.step}"

@@ -1,0 +1,238 @@
+"""The skeleton every training recipe shares (`videor1 sft`, `videor1 train`); each recipe keeps only its loop.
+
+One home for what multi-process runs get wrong when every recipe wires accelerate by hand:
+- **Schedules.** accelerate steps a prepared scheduler once per process on every call (it assumes the
+  dataloader batch grew with the process count), so an N-process cosine ran N times too fast and climbed
+  back. Here the scheduler steps exactly once per optimizer update, whatever the process count.
+- **Accumulation.** Micro-batches run inside `accelerator.accumulate`, so DDP and FSDP synchronise once per
+  update and DeepSpeed steps its engine once per update (without it, every `backward` is a DeepSpeed step).
+  accelerate (or DeepSpeed) divides each micro-batch loss by the accumulation count and the engines average
+  over processes: a recipe hands `backward` the micro-batch's own loss, normalised by `tokens_per_micro`
+  where the loss is a token mean over the whole step.
+- **Clipping.** `optim.max_grad_norm` is what clips on every engine; a DeepSpeed config that says otherwise
+  (`gradient_clipping`, `gradient_accumulation_steps`) is an error rather than a silent override.
+- **Global statistics.** `gather_rows` / `sum_over_processes` give a step-wide view (all micro-batches,
+  all processes) to batch-level statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from videor1.bootstrap import ensure_data, ensure_model
+from videor1.config import RecipeConfig
+from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
+
+# the DeepSpeed keys our config decides, and the config key that decides each
+DEEPSPEED_KEYS = {
+    "gradient_clipping": "optim.max_grad_norm",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "train_micro_batch_size_per_gpu": "the recipe's micro-batch size",
+}
+
+
+def deepspeed_overrides(ds_config: dict[str, Any], wanted: dict[str, float | int]) -> dict[str, float | int]:
+    """The DeepSpeed config values to fill from ours ("auto" or absent); raise where the config disagrees."""
+    updates: dict[str, float | int] = {}
+    for key, value in wanted.items():
+        current = ds_config.get(key, "auto")
+        if current == "auto":
+            updates[key] = value
+        elif float(current) != float(value):
+            raise ValueError(
+                f"the DeepSpeed config sets {key}={current} but {DEEPSPEED_KEYS[key]} is {value}: "
+                f'set {key} to "auto" there, or make the two agree'
+            )
+    return updates
+
+
+def sum_over_processes(accelerator: Any, value: float) -> float:
+    """A local number summed over all processes."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    total = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(total, reduction="sum").item())
+
+
+def tokens_per_micro(accelerator: Any, local_tokens: float, accumulation: int) -> float:
+    """T_step / (k·W): divide a micro-batch's token sum by it for its share of the step-wide token mean.
+
+    accelerate divides each of the k micro-batch losses by k and the engine averages gradients over W
+    processes, so Σ_micro / (T_step / (k·W)) summed that way ends as Σ_step / T_step, with T_step counted
+    over every micro-batch of every process.
+    """
+    return max(sum_over_processes(accelerator, local_tokens), 1.0) / (accumulation * accelerator.num_processes)
+
+
+def gather_rows(accelerator: Any, values: torch.Tensor) -> tuple[torch.Tensor, slice]:
+    """Every process's rows of an equally shaped tensor, in rank order, and the slice that is this process's."""
+    rows = values.shape[0]
+    start = accelerator.process_index * rows
+    if accelerator.num_processes == 1:
+        return values, slice(0, rows)
+    gathered = accelerator.gather(values.to(accelerator.device).contiguous()).to(values.device)
+    return gathered, slice(start, start + rows)
+
+
+class Recipe:
+    """Accelerator, seeding, run dir and log, resume state, model preparation, optimisation and checkpoints."""
+
+    def __init__(self, config: RecipeConfig, *, resume: bool = False):
+        self.cfg = config
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            # accelerate would step the scheduler num_processes times per call; `optimizer_step` steps it once
+            step_scheduler_with_optimizer=False,
+        )
+        set_seed(config.seed, device_specific=True)  # same init everywhere, different sampling per rank
+        self.out = Path(config.output_dir)
+        with self.accelerator.main_process_first():
+            ensure_data(config.data)
+            ensure_model(config.model, config.data.train_file)
+        self.checkpoint = latest_checkpoint(self.out) if resume else None
+        if resume and self.checkpoint is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
+        self.state: dict[str, Any] = (
+            json.loads((self.checkpoint / "trainer_state.json").read_text()) if self.checkpoint else {}
+        )
+        self.step: int = self.state.get("step", 0)
+        self.log = RunLog(self.out, enabled=self.is_main, tensorboard=config.tensorboard, resume_step=self.step)
+        self.log.save_config(config)
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.params: list[torch.nn.Parameter] = []
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes the run directory."""
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        """This process's device."""
+        return self.accelerator.device
+
+    # ---- setup ---------------------------------------------------------------------------------------------
+    def load_model(self, *, reference: bool = False) -> tuple[Any, Any, Any | None]:
+        """(processor, model prepared for training, frozen reference copy or None).
+
+        The reference is a copy of the starting weights, made before LoRA or freezing touch them; with LoRA
+        there is none (the base model with the adapter disabled is the reference).
+        """
+        import copy
+
+        from videor1.models.load import load_model, load_processor, prepare_for_training
+
+        cfg = self.cfg.model
+        processor = load_processor(cfg.name_or_path)
+        model = load_model(cfg.name_or_path, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation)
+        frozen_copy = None
+        if reference and not cfg.lora.enabled:
+            frozen_copy = copy.deepcopy(model).requires_grad_(False).eval().to(self.device)
+        model = prepare_for_training(
+            model, freeze_vision=cfg.freeze_vision, gradient_checkpointing=cfg.gradient_checkpointing,
+            lora_r=cfg.lora.r if cfg.lora.enabled else None, lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout, lora_targets=cfg.lora.target_modules,
+        )
+        return processor, model.train(), frozen_copy
+
+    def prepare(self, module: torch.nn.Module, *, num_updates: int, micro_batch_size: int) -> Any:
+        """AdamW over the trainable parameters and a schedule of `num_updates` updates; returns the wrapped module."""
+        from transformers import get_scheduler
+
+        optim = self.cfg.optim
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas)
+        scheduler = get_scheduler(
+            optim.scheduler, optimizer, num_warmup_steps=round(optim.warmup_ratio * num_updates),
+            num_training_steps=num_updates,
+        )
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is not None:
+            plugin.deepspeed_config.update(deepspeed_overrides(plugin.deepspeed_config, {
+                "gradient_clipping": optim.max_grad_norm,
+                "gradient_accumulation_steps": self.cfg.gradient_accumulation_steps,
+                "train_micro_batch_size_per_gpu": micro_batch_size,
+            }))
+        module, self.optimizer, self.scheduler = self.accelerator.prepare(module, optimizer, scheduler)
+        return module
+
+    def restore(self) -> None:
+        """Load the optimizer, scheduler and RNG state of the checkpoint being resumed (if any)."""
+        if self.checkpoint is not None:
+            self.accelerator.load_state(str(self.checkpoint / "state"))
+            self.log.info(f"resumed from {self.checkpoint} at step {self.step}")
+
+    # ---- one update ----------------------------------------------------------------------------------------
+    @contextmanager
+    def micro_batch(self, module: Any) -> Iterator[None]:
+        """One of `gradient_accumulation_steps` micro-batches: engines synchronise (and DeepSpeed steps) on the last."""
+        with self.accelerator.accumulate(module):
+            yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of one micro-batch's loss; the engine averages over micro-batches and processes."""
+        self.accelerator.backward(loss)
+
+    def optimizer_step(self, bag: Any) -> None:
+        """Clip to optim.max_grad_norm, step the optimizer and (once) the schedule, zero the gradients."""
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
+        if grad_norm is not None:  # DeepSpeed clips inside its own step and reports no norm before it
+            bag.add("optim/grad_norm", float(grad_norm))
+        bag.add("optim/lr", self.scheduler.get_last_lr()[0])
+        self.optimizer.step()
+        if not self.accelerator.optimizer_step_was_skipped:  # fp16 overflow: no update, so no schedule step
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ---- step-wide statistics ------------------------------------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        """Number of processes."""
+        return self.accelerator.num_processes
+
+    def sum_over_processes(self, value: float) -> float:
+        """A local number summed over all processes."""
+        return sum_over_processes(self.accelerator, value)
+
+    def tokens_per_micro(self, local_tokens: float) -> float:
+        """The normaliser of a micro-batch's token sum for a token mean over the whole step (see module doc)."""
+        return tokens_per_micro(self.accelerator, local_tokens, self.cfg.gradient_accumulation_steps)
+
+    def gather_rows(self, values: torch.Tensor) -> tuple[torch.Tensor, slice]:
+        """Every process's rows of an equally shaped tensor, in rank order, and the slice that is this process's."""
+        return gather_rows(self.accelerator, values)
+
+    # ---- checkpoints, progress, end of run -----------------------------------------------------------------
+    def save_checkpoint(self, model: Any, processor: Any, state: dict[str, Any]) -> Path:
+        """checkpoint-{step}: Auto-loadable model + processor, accelerate state, the recipe's own state."""
+        return save_checkpoint(
+            self.accelerator, self.out / f"checkpoint-{self.step}", model, processor,
+            config_file=self.out / "config.yaml", state={"step": self.step, **state}, keep=self.cfg.save_total_limit,
+        )
+
+    def due_checkpoint(self) -> bool:
+        """Whether the step just finished is a checkpoint step (every save_every steps, and the last)."""
+        return self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps
+
+    @contextmanager
+    def progress(self, label: str) -> Iterator[Callable[[int, float, float], None]]:
+        """A step bar on the main process: callback (step, value shown as `label`, seconds per step)."""
+        from videor1.progress import step_progress
+
+        with step_progress(self.cfg.max_steps, self.step, enabled=self.is_main, label=label) as update:
+            yield update
+
+    def close(self) -> None:
+        """Close the run's log. The process group outlives the run: whoever started the processes ends it
+        (`videor1.distributed.shutdown`, called by the CLI), so a caller may still gather results after `train`."""
+        self.log.close()

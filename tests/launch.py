@@ -1,0 +1,26 @@
+"""Launch a test script as two gloo processes on the CPU, the way `accelerate launch` starts a real run."""
+
+import os
+import socket
+import subprocess
+import sys
+
+
+def launch_two_cpu_processes(script: str, *args: object, timeout: int = 600) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2` of tests/`script` on the CPU; fails with its stderr."""
+    # the scripts import tests.* and toy rewards by module path, from the repository root
+    path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    for attempt in range(2):
+        with socket.socket() as sock:  # a free rendezvous port, so back-to-back launches never collide
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        # accelerate's --cpu launcher starts one process; torchrun-style launching with ACCELERATE_USE_CPU gives gloo
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", str(port), f"tests/{script}", *map(str, args)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        # the port can be taken between our probe and torchrun's bind: that one race is retried, nothing else
+        if result.returncode == 0 or "address already in use" not in result.stderr.lower() or attempt:
+            break
+    assert result.returncode == 0, result.stderr[-3000:]
