@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from tests.test_distributed import ESTIMATORS, REWARDS, TOKENS
+from videor1.distributed import shutdown
 from videor1.recipe import gather_rows, tokens_per_micro
 from videor1.rl.grpo import ADVANTAGE_ESTIMATORS
 from videor1.rl.trainer import step_advantages
@@ -35,8 +36,7 @@ def main() -> None:
     if accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(report, f)
-    accelerator.wait_for_everyone()
-    torch.distributed.destroy_process_group()
+    shutdown(accelerator)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 
-from videor1.config import MediaConfig
+from tests.batches import MEDIA, mixed_batch
 from videor1.data.dataset import load_dataset
 from videor1.models.generation import (
     SamplingParams,
@@ -29,8 +29,6 @@ from videor1.models.load import load_model_and_processor
 from videor1.models.tiny import FAMILIES
 from videor1.rl.logprobs import CompletionScorer
 
-MEDIA = MediaConfig(video_min_pixels=32 * 32, video_max_pixels=64 * 64, image_min_pixels=32 * 32,
-                    image_max_pixels=64 * 64, max_frames=8)
 G = 3
 OWNERS = [p for p in range(3) for _ in range(G)]
 TEMPERATURE = 0.7
@@ -51,14 +49,8 @@ def checkpoint(request, tiny_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def setup(checkpoint, synth_root):
-    model, processor = load_model_and_processor(checkpoint, dtype="float32")
+    model, processor, inputs = mixed_batch(checkpoint, synth_root)
     assert model.generation_config.repetition_penalty == 1.5  # the settings did load
-    samples = load_dataset(synth_root / "train.json", synth_root).samples
-    # video, image, video: mixed media and different prompt lengths, so left padding is exercised
-    batch = [next(s for s in samples if s.is_video), next(s for s in samples if not s.is_video),
-             [s for s in samples if s.is_video][1]]
-    media = [load_sample_media(s, MEDIA, vision_factor(processor)) for s in batch]
-    inputs = processor_inputs(processor, [prompt_text(processor, s) for s in batch], media)
     return model, processor, inputs
 
 

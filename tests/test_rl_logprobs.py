@@ -8,8 +8,7 @@ the same per-token log-probs as the logits `generate` sampled from.
 import pytest
 import torch
 
-from videor1.config import MediaConfig
-from videor1.data.dataset import load_dataset
+from tests.batches import mixed_batch
 from videor1.models.generation import (
     SamplingParams,
     completion_mask,
@@ -17,26 +16,16 @@ from videor1.models.generation import (
     generate_completions,
     suppressed_token_ids,
 )
-from videor1.models.inputs import load_sample_media, processor_inputs, prompt_text, vision_factor
-from videor1.models.load import load_model_and_processor, vision_tower
+from videor1.models.load import vision_tower
 from videor1.models.tiny import FAMILIES
 from videor1.rl.logprobs import CompletionScorer
 
-MEDIA = MediaConfig(video_min_pixels=32 * 32, video_max_pixels=64 * 64, image_min_pixels=32 * 32,
-                    image_max_pixels=64 * 64, max_frames=8)
 G = 3
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def setup(request, tiny_models, synth_root):
-    model, processor = load_model_and_processor(tiny_models(request.param), dtype="float32")
-    samples = load_dataset(synth_root / "train.json", synth_root).samples
-    # video, image, video: mixed media and different prompt lengths, so left padding is exercised
-    batch = [next(s for s in samples if s.is_video), next(s for s in samples if not s.is_video),
-             [s for s in samples if s.is_video][1]]
-    media = [load_sample_media(s, MEDIA, vision_factor(processor)) for s in batch]
-    inputs = processor_inputs(processor, [prompt_text(processor, s) for s in batch], media)
-    return model, processor, inputs
+    return mixed_batch(tiny_models(request.param), synth_root)
 
 
 def test_scorer_log_probs_equal_the_sampling_distribution(setup):

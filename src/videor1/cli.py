@@ -173,17 +173,21 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
         from videor1.rl.trainer import GRPOTrainer as Recipe
     else:
         from videor1.sft.trainer import SFTTrainer as Recipe
+    from videor1.distributed import abandon, shutdown
+
     try:
-        final = Recipe(cfg, resume=resume).train()  # type: ignore[arg-type]
+        trainer = Recipe(cfg, resume=resume)  # type: ignore[arg-type]
+        final = trainer.train()
     except (TooManyFailures, FileNotFoundError, ValueError) as exc:  # data and settings errors, stated plainly
         err_console.print(f"[red]error:[/red] {exc}")
+        abandon()
         raise typer.Exit(1) from exc
-    finally:
-        import torch.distributed as dist
-
-        # an explicit teardown: left to interpreter shutdown, gloo can abort a rank after the work is done
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    except BaseException:
+        abandon()
+        raise
+    accelerator = trainer.accelerator
+    del trainer  # its DDP-wrapped model holds the process group, which shutdown must be able to destroy
+    shutdown(accelerator)
     console.print(f"done: {final}")
 
 

@@ -291,7 +291,8 @@ class GRPOTrainer:
             informative = informative_groups(sampled.totals).tolist()
             bag.add("groups/informative", sum(informative), len(informative))
             bag.total("rollout/extra_rounds", len(rounds) - 1)
-            groups = sampled.select(choose_groups(informative, size))
+            chosen = choose_groups(informative, size)
+            groups = sampled if chosen == list(range(size)) else sampled.select(chosen)
         else:
             groups = rounds[0]
         bag.total("data/prompts", size)
