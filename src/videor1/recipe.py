@@ -11,7 +11,7 @@ One home for what multi-process runs get wrong when every recipe wires accelerat
   where the loss is a token mean over the whole step.
 - **Clipping.** `optim.max_grad_norm` is what clips on every engine; a DeepSpeed config that says otherwise
   (`gradient_clipping`, `gradient_accumulation_steps`) is an error rather than a silent override.
-- **Global statistics.** `gather_rows` / `sum_over_processes` give a step-wide view (all micro-batches,
+- **Global statistics.** `gather_rows` / `tokens_per_micro` give a step-wide view (all micro-batches,
   all processes) to batch-level statistics.
 """
 
@@ -195,15 +195,6 @@ class Recipe:
         self.optimizer.zero_grad(set_to_none=True)
 
     # ---- step-wide statistics ------------------------------------------------------------------------------
-    @property
-    def world_size(self) -> int:
-        """Number of processes."""
-        return self.accelerator.num_processes
-
-    def sum_over_processes(self, value: float) -> float:
-        """A local number summed over all processes."""
-        return sum_over_processes(self.accelerator, value)
-
     def tokens_per_micro(self, local_tokens: float) -> float:
         """The normaliser of a micro-batch's token sum for a token mean over the whole step (see module doc)."""
         return tokens_per_micro(self.accelerator, local_tokens, self.cfg.gradient_accumulation_steps)

@@ -30,11 +30,10 @@ def choose_groups(informative: list[bool], size: int) -> list[int]:
 def select_completions(completions: Completions, groups: list[int], group_size: int) -> Completions:
     """The completions of the chosen groups, in that order (rows g·G … g·G + G − 1 of each)."""
     rows = torch.tensor([g * group_size + j for g in groups for j in range(group_size)], dtype=torch.long)
-    logprobs = getattr(completions, "logprobs", None)
+    logprobs = completions.logprobs
     return Completions(
         ids=completions.ids[rows], mask=completions.mask[rows], texts=[completions.texts[r] for r in rows.tolist()],
-        prompt_mismatches=completions.prompt_mismatches,
-        **({"logprobs": logprobs[rows]} if logprobs is not None else {}),
+        prompt_mismatches=completions.prompt_mismatches, logprobs=logprobs[rows] if logprobs is not None else None,
     )
 
 
@@ -45,11 +44,11 @@ def concat_completions(parts: list[Completions], pad_token_id: int) -> Completio
     def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
         return torch.nn.functional.pad(tensor, (0, length - tensor.shape[1]), value=value)
 
-    with_logprobs = all(getattr(part, "logprobs", None) is not None for part in parts)
+    with_logprobs = all(part.logprobs is not None for part in parts)
     return Completions(
         ids=torch.cat([pad(p.ids, pad_token_id) for p in parts]), mask=torch.cat([pad(p.mask, 0) for p in parts]),
         texts=[text for p in parts for text in p.texts], prompt_mismatches=sum(p.prompt_mismatches for p in parts),
-        **({"logprobs": torch.cat([pad(p.logprobs, 0.0) for p in parts])} if with_logprobs else {}),
+        logprobs=torch.cat([pad(p.logprobs, 0.0) for p in parts]) if with_logprobs else None,
     )
 
 

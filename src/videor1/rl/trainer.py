@@ -100,8 +100,8 @@ class GRPOTrainer:
         self.run = Recipe(config, resume=resume)
         self.accelerator, self.log = self.run.accelerator, self.run.log
         self.skipped_prompts: int = self.run.state.get("skipped_prompts", 0)
-        self.processor, model, reference = self.run.load_model(reference=config.algorithm.kl_coef > 0)
         self.use_kl = config.algorithm.kl_coef > 0
+        self.processor, model, reference = self.run.load_model(reference=self.use_kl)
         suppressed = suppressed_token_ids(self.processor.tokenizer)  # never sampled, so never scored
         self.ref_scorer = CompletionScorer(reference, suppressed) if reference is not None else None
         self._setup_data()
