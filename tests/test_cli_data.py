@@ -71,6 +71,39 @@ def test_without_check_media_only_rows_are_checked(synth, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_benchmark_files_validate_with_their_variants(synth, tmp_path):
+    """Media under `video` with a leading `/`, a frame folder, options without text: a benchmark file's forms."""
+    from PIL import Image
+
+    root = tmp_path / "bench"
+    rows = [r for r in json.loads((synth / "train.json").read_text()) if r["problem_type"] == "multiple choice"]
+    video = next(r for r in rows if r["data_type"] == "video")
+    shutil.copy(synth / video["path"], tmp_path / "clip.mp4")
+    (root / "MMVU/videos/Art").mkdir(parents=True)
+    shutil.copy(tmp_path / "clip.mp4", root / "MMVU/videos/Art/0.mp4")
+    frames = root / "tvqa/frames_fps3_hq/clip"
+    frames.mkdir(parents=True)
+    for i in range(6):
+        Image.new("RGB", (64, 48), (40 * i, 0, 0)).save(frames / f"{i + 1:05d}.jpg")
+    blank = ["A. ", "B. ", "C. ", "D. "]
+    base = {k: v for k, v in video.items() if k != "path"}
+    data = [
+        {**base, "problem_id": 1, "video": "/MMVU/videos/Art/0.mp4", "options": blank[: len(video["options"])]},
+        {**base, "problem_id": "2", "data_type": "frame", "path": "./tvqa/frames_fps3_hq/clip", "fps": 3},
+    ]
+    (root / "eval.json").write_text(json.dumps(data))
+    args = ["data", "validate", str(root / "eval.json"), "--media-root", str(root), "--check-media",
+            "--min-frames", "2", "--max-frames", "4"]
+    result = runner.invoke(app, [*args, "--benchmark"])
+    assert result.exit_code == 0, result.output
+    assert "OK: 0 bad rows, 0 bad media files of 2 checked" in result.output
+    as_training = runner.invoke(app, args)
+    assert as_training.exit_code == 1 and "row 1: options: option 1 'A. ' is not lettered" in as_training.output
+    (frames / "00003.jpg").write_bytes(b"not a jpeg")
+    broken = runner.invoke(app, [*args, "--benchmark"])
+    assert broken.exit_code == 1 and "frame 00003.jpg: unreadable" in broken.output
+
+
 def test_unreadable_file_exits_2(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     result = runner.invoke(app, ["data", "validate", str(tmp_path / "bad.json"), "--media-root", str(tmp_path)])

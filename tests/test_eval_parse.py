@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from videor1.data.schema import parse_row
-from videor1.eval.benchmarks import UNKNOWN_CATEGORY, category_of, get_benchmark
+from videor1.eval.benchmarks import UNKNOWN_CATEGORY, Category, category_of, get_benchmark
 from videor1.eval.parse import choice_in_text, conclusion, extract_prediction
 from videor1.rewards.answers import parse_numbers
 
@@ -80,23 +80,52 @@ def test_benchmarks_by_name_and_alias():
 
 
 def test_categories_from_the_benchmarks_own_columns():
-    assert category_of(get_benchmark("vsibench"), sample(question_type="object_rel_direction_hard")) == (
-        "object_rel_direction_hard"
-    )
-    assert category_of(get_benchmark("mvbench"), sample(task_type="Fine-grained Action")) == "fine_grained_action"
-    assert category_of(get_benchmark("tempcompass"), sample(dim="attribute_change")) == "attribute_change"
-    assert category_of(get_benchmark("videomme"), sample(duration="Long")) == "long"
-    assert category_of(get_benchmark("videommmu"), sample(track="Adaptation")) == "Adaptation"
-    assert category_of(get_benchmark("mmvu"), sample(subject="Chemistry")) == "Chemistry"  # kept as found
+    def name(bench, row):
+        return category_of(get_benchmark(bench), row).name
+
+    assert name("vsibench", sample(question_type="object_rel_direction_hard")) == "object_rel_direction_hard"
+    assert name("mvbench", sample(task_type="Fine-grained Action")) == "fine_grained_action"
+    assert name("tempcompass", sample(dim="attribute_change")) == "attribute_change"
+    assert name("videomme", sample(duration="Long")) == "long"
+    assert name("videommmu", sample(track="Adaptation")) == "Adaptation"
+    assert category_of(get_benchmark("mmvu"), sample(subject="Chemistry")) == Category("Chemistry", "column:subject")
 
 
 def test_categories_fall_back_to_data_source_or_a_named_field():
-    mvbench = get_benchmark("mvbench")
-    assert category_of(mvbench, sample(data_source="MVBench/action_antonym")) == "action_antonym"
-    assert category_of(mvbench, sample(data_source="https://youtube.com/x")) == UNKNOWN_CATEGORY
-    assert category_of(mvbench, sample(my_task="scene_transition"), "my_task") == "scene_transition"
-    assert category_of(mvbench, sample(data_source="moving_count"), "data_source") == "moving_count"
-    assert category_of(mvbench, sample(task_type="x"), "missing") == UNKNOWN_CATEGORY
+    mvbench, unknown = get_benchmark("mvbench"), Category(UNKNOWN_CATEGORY, "unknown")
+    found = category_of(mvbench, sample(data_source="MVBench/action_antonym"))
+    assert found == Category("action_antonym", "data_source")
+    assert category_of(mvbench, sample(data_source="https://youtube.com/x")) == unknown
+    assert category_of(mvbench, sample(my_task="scene_transition"), "my_task").name == "scene_transition"
+    assert category_of(mvbench, sample(data_source="moving_count"), "data_source").name == "moving_count"
+    # a named field is the only place looked at, even where the path would tell
+    assert category_of(mvbench, sample(path="tvqa/frames_fps3_hq/x"), "missing") == unknown
+
+
+@pytest.mark.parametrize(
+    "bench, path, expected",
+    [
+        ("mmvu", "/MMVU/videos/Chemistry/0.mp4", "Chemistry"),
+        ("mmvu", "./videos/Art/12.mp4", "Art"),
+        ("mmvu", "./MMVU/0.mp4", None),
+        ("mvbench", "./MVBench/tvqa/frames_fps3_hq/s01e02_seg02_clip_05", "episodic_reasoning"),
+        ("mvbench", "/MVBench/video/ssv2_video/1234.webm", "action_antonym"),
+        ("mvbench", "./Evaluation/MVBench/star/Charades_v1_480/ABC.mp4", "star"),  # three tasks share star
+        ("mvbench", "./MVBench/clevrer/video_validation/video_10000.mp4", "clevrer"),
+        ("mvbench", "./MVBench/other/x.mp4", None),
+        ("videommmu", "./VideoMMMU/Perception/Art_1.mp4", "Perception"),
+        ("vsibench", "./vsi/object_counting/scene0.mp4", "object_counting"),
+        ("videomme", "./videos/star/x.mp4", None),  # layouts are per benchmark
+    ],
+)
+def test_categories_from_the_path_where_the_layout_encodes_them(bench, path, expected):
+    found = category_of(get_benchmark(bench), sample(path=path, data_source=""))
+    assert found == (Category(expected, "path") if expected else Category(UNKNOWN_CATEGORY, "unknown"))
+
+
+def test_a_column_wins_over_the_path():
+    found = category_of(get_benchmark("mmvu"), sample(subject="Physics", path="./videos/Art/1.mp4"))
+    assert found == Category("Physics", "column:subject")
 
 
 def test_metric_and_subset_per_benchmark():

@@ -13,7 +13,7 @@ from videor1.eval import generate as generate_module
 from videor1.eval.commands import register
 from videor1.eval.config import BenchmarkRun, DecodingConfig, EvalConfig
 from videor1.eval.generate import answer_samples, generate_batch
-from videor1.eval.runner import EvalError, PredictionStore, run_eval
+from videor1.eval.runner import PredictionStore, run_eval
 from videor1.models.load import load_model_and_processor
 
 app = typer.Typer()
@@ -176,14 +176,6 @@ def test_a_run_killed_midway_resumes_without_redoing_or_losing_anything(tiny_mod
     calls.clear()
     run_eval(cfg)
     assert calls == []  # a finished run generates nothing
-
-
-def test_bad_rows_stop_the_run_before_the_model_loads(synth_root, tmp_path):
-    data = tmp_path / "eval_mvbench.json"
-    data.write_text(json.dumps([{"problem_id": 1, "problem": "?", "data_type": "video"}]))
-    with pytest.raises(EvalError, match="row 1: problem_type: missing"):
-        run_eval(config("no-such-model", data, synth_root, tmp_path / "run", name="mvbench"))
-    assert not (tmp_path / "run").exists()
 
 
 def test_a_line_cut_by_a_kill_is_redone(tmp_path):

@@ -70,21 +70,27 @@ def data_validate(
     fps: Annotated[float, typer.Option(help="video sampling rate for --check-media")] = 2.0,
     min_frames: Annotated[int, typer.Option(help="fewest frames a video must give")] = 4,
     max_frames: Annotated[int, typer.Option(help="most frames sampled per video")] = 16,
+    frame_fps: Annotated[
+        float | None, typer.Option(help="frame rate of frame folders without an fps column (default: 3.0)")
+    ] = None,
+    benchmark: Annotated[
+        bool, typer.Option("--benchmark", help="validate as an evaluation file (options may be a bare letter)")
+    ] = False,
 ) -> None:
     """Check every row (and with --check-media every file); exit 1 when anything is bad."""
     from videor1.config import MediaConfig
     from videor1.data.dataset import DatasetError
     from videor1.data.validate import validate
 
-    media = MediaConfig(fps=fps, min_frames=min_frames, max_frames=max_frames)
+    given = {"frame_fps": frame_fps} if frame_fps is not None else {}
+    media = MediaConfig(fps=fps, min_frames=min_frames, max_frames=max_frames, **given)
+    rules = {"require_process": require_process, "benchmark": benchmark}
     try:
         if check_media:
             with _progress("decoding media") as progress:
-                report = validate(
-                    file, media_root, check=True, media=media, require_process=require_process, progress=progress
-                )
+                report = validate(file, media_root, check=True, media=media, progress=progress, **rules)
         else:
-            report = validate(file, media_root, require_process=require_process)
+            report = validate(file, media_root, **rules)
     except DatasetError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -29,6 +29,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# A folder of frames has no header to say its rate; MVBench's TVQA frames (frames_fps3_hq) are 3 fps.
+FRAME_FOLDER_FPS = 3.0
+
+
 class MediaConfig(StrictModel):
     """How images and videos are decoded and resized for one stage (training defaults of the paper)."""
 
@@ -40,6 +44,11 @@ class MediaConfig(StrictModel):
     video_max_pixels: int = Field(128 * PIXEL_UNIT, gt=0, description="per-frame pixel budget")
     image_min_pixels: int = Field(4 * PIXEL_UNIT, gt=0, description="image pixel floor")
     image_max_pixels: int = Field(256 * PIXEL_UNIT, gt=0, description="image pixel budget")
+    frame_fps: float = Field(
+        FRAME_FOLDER_FPS,
+        gt=0,
+        description="frame rate of a folder of image frames whose row has no fps column",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> MediaConfig:

@@ -47,6 +47,9 @@ class Teacher(Protocol):
 
 def media_url(sample: Sample, media_as: Literal["data-url", "file-url"]) -> str:
     """The sample's media as a base64 data URL or a file:// URL; OSError when the file cannot be read."""
+    if sample.media_path.is_dir():
+        # an OpenAI-style request carries one file per video part; a frame folder has no such file
+        raise IsADirectoryError(f"{sample.media_path}: a folder of frames; a teacher takes a video file")
     if media_as == "file-url":
         if not sample.media_path.is_file():
             raise FileNotFoundError(f"{sample.media_path}: missing file")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videor1.data.schema import Problem, Sample, parse_row, resolve_media_path, row_problems
+from videor1.data.schema import Problem, Sample, media_field, parse_row, resolve_media_path, row_problems
 
 
 class DatasetError(Exception):
@@ -94,6 +94,8 @@ class LoadedDataset:
     samples: list[Sample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     num_rows: int = 0
+    rejected: dict[int, Any] = field(default_factory=dict)
+    """The raw rejected rows by row number (for evaluation, which records each one)."""
 
     @property
     def bad_rows(self) -> int:
@@ -105,8 +107,13 @@ class LoadedDataset:
         return Counter(str(getattr(s, key, None) if hasattr(s, key) else s.extra.get(key)) for s in self.samples)
 
 
-def load_dataset(path: str | Path, media_root: str | Path, *, require_process: bool = False) -> LoadedDataset:
-    """Read and validate every row; valid rows become Samples, the others Problems naming row and field."""
+def load_dataset(
+    path: str | Path, media_root: str | Path, *, require_process: bool = False, benchmark: bool = False
+) -> LoadedDataset:
+    """Read and validate every row; valid rows become Samples, the others Problems naming row and field.
+
+    `benchmark`: validate as an evaluation file (see `row_problems`).
+    """
     path, media_root = Path(path), Path(media_root)
     loaded = LoadedDataset(source=path)
     first_row_of: dict[Any, int] = {}
@@ -114,20 +121,24 @@ def load_dataset(path: str | Path, media_root: str | Path, *, require_process: b
         loaded.num_rows += 1
         if isinstance(row, _Unparsable):
             loaded.problems.append(Problem(str(path), number, "row", f"not valid JSON: {row.error}"))
+            loaded.rejected[number] = None
             continue
-        found = row_problems(row, require_process=require_process)
+        found = row_problems(row, require_process=require_process, benchmark=benchmark)
         if isinstance(row, dict) and "problem_id" in row and isinstance(row["problem_id"], (int, str)):
             key = row["problem_id"]
             if key in first_row_of:
                 found.append(("problem_id", f"duplicate of row {first_row_of[key]}"))
             else:
                 first_row_of[key] = number
-        if isinstance(row, dict) and isinstance(row.get("path"), str) and row["path"].strip():
+        key = media_field(row) if isinstance(row, dict) else None
+        if key is not None and isinstance(row[key], str) and row[key].strip():
             try:
-                resolve_media_path(row["path"], media_root)
+                resolve_media_path(row[key], media_root)
             except ValueError as exc:
-                found.append(("path", str(exc)))
+                found.append((key, str(exc)))
         if not found:
             loaded.samples.append(parse_row(row, row_number=number, media_root=media_root))
+        else:
+            loaded.rejected[number] = row
         loaded.problems.extend(Problem(str(path), number, name, reason) for name, reason in found)
     return loaded

@@ -192,6 +192,13 @@ def frame_window(total_frames: int, video_fps: float, sampling: FrameSampling) -
     return start_frame, end_frame
 
 
+def frames_needed(sampling: FrameSampling) -> int:
+    """The fewest frames a window must hold: the explicit count sample_frame_indices takes, else min_frames."""
+    if sampling.nframes is None:
+        return sampling.min_frames
+    return round(sampling.nframes / FRAME_FACTOR) * FRAME_FACTOR
+
+
 def sample_frame_indices(total_frames: int, video_fps: float, sampling: FrameSampling) -> list[int]:
     """Indices of the frames to sample: an even count >= 2, uniform over the window (qwen-vl-utils)."""
     start_frame, end_frame = frame_window(total_frames, video_fps, sampling)
@@ -387,7 +394,7 @@ class _FrameReader:
             return frame
 
 
-def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_frames(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """[N, 3, H, W] uint8 -> [N, 3, *size] uint8, bicubic with antialias: one filter for frames and images."""
     if tuple(images.shape[-2:]) == size:
         return images
@@ -399,7 +406,7 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _frame_tensor(frame: av.VideoFrame, size: tuple[int, int]) -> torch.Tensor:
     """A decoded frame as RGB [3, *size] uint8."""
     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)  # [3, H, W]
-    return _resize(rgb[None], size)[0]
+    return resize_frames(rgb[None], size)[0]
 
 
 def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *, threads: int = 0) -> DecodedVideo:
@@ -421,10 +428,7 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *
         except ValueError as e:
             raise MediaError(path, f"too short: {e}") from e
         window_frames = end_frame - start_frame + 1
-        # an explicit count is what sample_frame_indices will take (rounded to even), else min_frames
-        need = (
-            sampling.min_frames if sampling.nframes is None else round(sampling.nframes / FRAME_FACTOR) * FRAME_FACTOR
-        )
+        need = frames_needed(sampling)
         if window_frames < need:
             raise MediaError(path, f"too short: {window_frames} frames, need at least {need}")
         indices = sample_frame_indices(info.total_frames, info.fps, sampling)
@@ -465,24 +469,32 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *
 # Image
 
 
+# PIL reports unknown formats, truncation and corrupt chunks as OSError / SyntaxError
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """An image file decoded now as RGB: EXIF-transposed, transparent pixels on white; raises IMAGE_ERRORS."""
+    with Image.open(path) as opened:
+        opened.load()  # decode now, so a truncated or corrupt file fails here, not later
+        image = ImageOps.exif_transpose(opened)
+        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+            # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", rgba.size, (255, 255, 255))
+            image.paste(rgba, mask=rgba.getchannel("A"))
+            return image
+        return image.convert("RGB")
+
+
 def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
     """Open an image as RGB, resized to its smart_resize size; raises MediaError on any failure."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(path, "missing file")
     try:
-        with Image.open(path) as opened:
-            opened.load()  # decode now, so a truncated or corrupt file fails here, not later
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
-                rgba = image.convert("RGBA")
-                image = Image.new("RGB", rgba.size, (255, 255, 255))
-                image.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                image = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        # PIL reports unknown formats, truncation and corrupt chunks as OSError / SyntaxError
+        image = open_rgb(path)
+    except IMAGE_ERRORS as e:
         raise MediaError(path, f"unreadable: {e}") from e
     width, height = image.size
     try:
@@ -493,7 +505,7 @@ def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
         raise MediaError(path, f"unusable size {width}x{height}: {e}") from e
     if (w_bar, h_bar) != image.size:
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # [3, H, W]; a writable copy
-        image = Image.fromarray(_resize(pixels[None], (h_bar, w_bar))[0].permute(1, 2, 0).numpy())
+        image = Image.fromarray(resize_frames(pixels[None], (h_bar, w_bar))[0].permute(1, 2, 0).numpy())
     return image
 
 

@@ -4,6 +4,12 @@ Video-R1-260k (RL) and Video-R1-COT-165k (SFT) rows carry `problem_id, problem, 
 options, process, solution, path, data_source`. Every way a row can be wrong is reported as a `Problem`
 naming the row and the field, so a 260k-row file is fixed in one pass instead of one crash at a time.
 Columns beyond the schema (benchmark categories, synthetic task names) are kept in `Sample.extra`.
+
+Variants that published benchmark files use are read as the same schema: the media path under `path`,
+`video` or `image` (the first that names a file); a leading `/` read like `./`, relative to the media root (never
+an absolute filesystem path: the root confines every file); `data_type: frame` (a folder of image frames)
+read as a video. Benchmark files (`benchmark=True`) may also leave an option's text empty after its letter
+("A. ", the content is in the video), which training data may not.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ from typing import Any
 from videor1.rewards.answers import extract_answer, parse_choice, parse_number
 
 DATA_TYPES: tuple[str, ...] = ("image", "video")
+# A folder of image frames is a video with another storage: "frame" rows become video samples.
+DATA_TYPE_ALIASES: dict[str, str] = {"frame": "video"}
+MEDIA_KEYS: tuple[str, ...] = ("path", "video", "image")
 PROBLEM_TYPES: tuple[str, ...] = ("multiple choice", "numerical", "OCR", "free-form", "regression")
 SCHEMA_FIELDS: tuple[str, ...] = (
     "problem_id", "problem", "data_type", "problem_type", "options", "process", "solution", "path", "data_source"
 )
-_REQUIRED: tuple[str, ...] = ("problem_id", "problem", "data_type", "problem_type", "solution", "path")
+_REQUIRED: tuple[str, ...] = ("problem_id", "problem", "data_type", "problem_type", "solution")
 _OPTION = re.compile(r"^\s*\(?([A-Z])[.):]\s*\S")
+_BENCHMARK_OPTION = re.compile(r"^\s*\(?([A-Z])[.):]")
 _PROCESS = re.compile(r"^\s*<think>(.*)</think>\s*$", re.DOTALL)
 
 
@@ -68,6 +78,12 @@ class Sample:
         """True for video rows."""
         return self.data_type == "video"
 
+    @property
+    def frame_fps(self) -> float | None:
+        """The row's `fps` column: the frame rate of a folder of frames, None when absent."""
+        fps = self.extra.get("fps")
+        return float(fps) if _positive_number(fps) else None
+
     def to_row(self) -> dict[str, Any]:
         """The row in the Video-R1 JSON schema (media path as given, not resolved)."""
         row = {
@@ -78,24 +94,36 @@ class Sample:
         return {**row, **self.extra}
 
 
-def resolve_media_path(path: str, media_root: Path) -> Path:
-    """Resolve a row's relative media path under media_root; ValueError when it would escape the root.
+def media_field(row: dict[str, Any]) -> str | None:
+    """The column holding a row's media path: the first of path, video, image that names a file.
 
-    The check is lexical (after normalising `..` and `.`), so symlinks the user placed inside the root are
-    trusted, while absolute paths and `../` traversal are refused.
+    With none naming a file, the first present (to report it), else None.
+    """
+    named = [key for key in MEDIA_KEYS if isinstance(row.get(key), str) and row[key].strip()]
+    return next(iter(named), next((key for key in MEDIA_KEYS if key in row), None))
+
+
+def resolve_media_path(path: str, media_root: Path) -> Path:
+    """Resolve a row's media path under media_root; ValueError when it would escape the root.
+
+    A leading `/` means the media root, as benchmark files write it ("/MMVU/videos/0.mp4"), so no row can
+    name a file outside the root. The check is lexical (after normalising `..` and `.`): symlinks the user
+    placed inside the root are trusted, `../` traversal and drive letters are refused.
     """
     if not path.strip():
         raise ValueError("empty path")
-    pure = PurePosixPath(path.replace("\\", "/"))
-    if pure.is_absolute() or re.match(r"^[A-Za-z]:", path):
-        raise ValueError(f"absolute path {path!r} is not allowed; paths are relative to the media root")
+    if re.match(r"^[A-Za-z]:", path):
+        raise ValueError(f"drive path {path!r} is not allowed; paths are relative to the media root")
+    pure = PurePosixPath(path.replace("\\", "/").lstrip("/") or ".")
     normal = os.path.normpath(str(pure))
     if normal == ".." or normal.startswith("../"):
         raise ValueError(f"path {path!r} escapes the media root")
+    if normal == ".":
+        raise ValueError(f"path {path!r} names the media root itself, not a file or a folder in it")
     return Path(media_root) / normal
 
 
-def _check_options(options: Any, answer: str | None) -> list[tuple[str, str]]:
+def _check_options(options: Any, answer: str | None, *, benchmark: bool) -> list[tuple[str, str]]:
     """Problems of a multiple-choice row's options and answer letter, as (field, reason)."""
     if not isinstance(options, list) or not options:
         return [("options", "multiple choice needs a non-empty list of options")]
@@ -103,7 +131,7 @@ def _check_options(options: Any, answer: str | None) -> list[tuple[str, str]]:
         return [("options", "every option must be a string")]
     letters = []
     for i, option in enumerate(options):
-        match = _OPTION.match(option)
+        match = (_BENCHMARK_OPTION if benchmark else _OPTION).match(option)
         if not match:
             return [("options", f"option {i + 1} {option[:40]!r} is not lettered like 'A. text'")]
         letters.append(match.group(1))
@@ -127,21 +155,30 @@ def _check_answer(problem_type: str, answer: str) -> list[tuple[str, str]]:
     return []
 
 
-def row_problems(row: Any, *, require_process: bool = False) -> list[tuple[str, str]]:
-    """Everything wrong with one raw row, as (field, reason) pairs; empty when the row is valid."""
+def row_problems(row: Any, *, require_process: bool = False, benchmark: bool = False) -> list[tuple[str, str]]:
+    """Everything wrong with one raw row, as (field, reason) pairs; empty when the row is valid.
+
+    `benchmark`: accept what evaluation files contain and training data may not (empty option text).
+    """
     if not isinstance(row, dict):
         return [("row", f"expected a JSON object, got {type(row).__name__}")]
     found: list[tuple[str, str]] = [(name, "missing") for name in _REQUIRED if name not in row]
-    for name in ("problem", "solution", "path"):
+    media = media_field(row)
+    if media is None:
+        found.append(("path", "missing (no path, video or image column)"))
+    for name in ("problem", "solution", media):
         if name in row and not (isinstance(row[name], str) and row[name].strip()):
             found.append((name, "must be a non-empty string"))
+    if "fps" in row and not _positive_number(row["fps"]):
+        found.append(("fps", f"must be a positive number (frames per second of a frame folder), got {row['fps']!r}"))
     if "problem_id" in row and (isinstance(row["problem_id"], bool) or not isinstance(row["problem_id"], (int, str))):
         found.append(("problem_id", "must be an integer or a string"))
     if "data_source" in row and not isinstance(row["data_source"], str):
         found.append(("data_source", "must be a string"))
     data_type, problem_type = row.get("data_type"), row.get("problem_type")
-    if "data_type" in row and data_type not in DATA_TYPES:
-        found.append(("data_type", f"unknown {data_type!r}; expected one of {', '.join(DATA_TYPES)}"))
+    if "data_type" in row and data_type not in (*DATA_TYPES, *DATA_TYPE_ALIASES):
+        expected = ", ".join((*DATA_TYPES, *DATA_TYPE_ALIASES))
+        found.append(("data_type", f"unknown {data_type!r}; expected one of {expected}"))
     if "problem_type" in row and problem_type not in PROBLEM_TYPES:
         found.append(("problem_type", f"unknown {problem_type!r}; expected one of {', '.join(PROBLEM_TYPES)}"))
 
@@ -154,7 +191,7 @@ def row_problems(row: Any, *, require_process: bool = False) -> list[tuple[str, 
             found.append(("solution", "empty <answer></answer>"))
             answer = None
     if problem_type == "multiple choice":
-        found += _check_options(row.get("options"), answer)
+        found += _check_options(row.get("options"), answer, benchmark=benchmark)
     elif problem_type in PROBLEM_TYPES:
         options = row.get("options", [])
         if options is not None and not isinstance(options, list):
@@ -177,18 +214,24 @@ def row_problems(row: Any, *, require_process: bool = False) -> list[tuple[str, 
     return found
 
 
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 def parse_row(row: dict[str, Any], *, row_number: int, media_root: Path) -> Sample:
     """Build a Sample from a row that `row_problems` accepted; ValueError if its path escapes the root."""
-    media_path = resolve_media_path(row["path"], media_root)
-    extra = {k: v for k, v in row.items() if k not in SCHEMA_FIELDS}
+    key = media_field(row)
+    path = row[key]
+    media_path = resolve_media_path(path, media_root)
+    extra = {k: v for k, v in row.items() if k not in SCHEMA_FIELDS and k != key}
     return Sample(
         problem_id=row["problem_id"],
         problem=row["problem"],
-        data_type=row["data_type"],
+        data_type=DATA_TYPE_ALIASES.get(row["data_type"], row["data_type"]),
         problem_type=row["problem_type"],
         options=list(row.get("options") or []),
         solution=row["solution"],
-        path=row["path"],
+        path=path,
         media_path=media_path,
         data_source=row.get("data_source") or "",
         process=row.get("process") or "",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from videor1.config import MediaConfig
 from videor1.data.dataset import LoadedDataset, load_dataset
-from videor1.data.media import MediaError, load_image, load_video
+from videor1.data.frames import load_clip
+from videor1.data.media import MediaError, load_image
 from videor1.data.schema import Problem, Sample
 
 
@@ -39,9 +40,11 @@ def check_media(
         by_file.setdefault(sample.media_path, []).append(sample)
     problems: list[Problem] = []
     for done, (path, users) in enumerate(by_file.items(), start=1):
+        first = users[0]
         try:
-            if users[0].is_video:
-                load_video(path, media.sampling(), media.video_budget(factor))
+            if first.is_video:
+                fps = first.frame_fps or media.frame_fps
+                load_clip(path, media.sampling(), media.video_budget(factor), frame_fps=fps)
             else:
                 load_image(path, media.image_budget(factor))
         except MediaError as exc:
@@ -59,11 +62,12 @@ def validate(
     check: bool = False,
     media: MediaConfig | None = None,
     require_process: bool = False,
+    benchmark: bool = False,
     factor: int = 28,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Validate a dataset file's rows and, with check=True, decode its media."""
-    report = ValidationReport(load_dataset(path, media_root, require_process=require_process))
+    """Validate a dataset file's rows (as training data, or as a `benchmark` file) and, with check=True, its media."""
+    report = ValidationReport(load_dataset(path, media_root, require_process=require_process, benchmark=benchmark))
     if check:
         report.media_problems, report.media_checked = check_media(
             report.dataset.samples, media or MediaConfig(), factor=factor, progress=progress

@@ -13,8 +13,12 @@ travels with the row in `Sample.extra`. Where the column is named differently, p
 - TempCompass: its multiple-choice subset, per aspect (`dim`: action, speed, direction, order,
   attribute_change — lmms-eval tempcompass/utils.py).
 - Video-MME: `duration` short / medium / long, without subtitles (prompts never include them).
-When no candidate column is present, `data_source` is used if it names a known category; else the row
-counts under "unknown".
+When no candidate column is present, `data_source` is used if it names a known category, then the media
+path where the benchmark's layout encodes the category: a folder named like a known category (any
+benchmark: ".../Perception/12.mp4"), MMVU's subject folder (`videos/<Subject>/<n>.mp4`), MVBench's source
+folder (`tvqa/...`, `star/...`; a source used by one task names that task, the shared ones — star, clevrer,
+perception — stay source names). Else the row counts under "unknown". Each record says where its category
+came from, and the reports count the sources, so a table built on guesses says so.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import PurePosixPath
+from typing import Any, Literal
 
-from videor1.data.schema import SCHEMA_FIELDS, Sample
+from videor1.data.schema import MEDIA_KEYS, Sample, media_field
 
 Metric = Literal["accuracy", "mra"]
 Overall = Literal["task_mean", "sample_mean"]
@@ -52,6 +57,8 @@ class Benchmark:
     multiple_choice_only: bool = False
     """Evaluate only the multiple-choice subset."""
     aliases: tuple[str, ...] = ()
+    path_layout: Literal["subject_folder", "source_folder"] | None = None
+    """How the media path encodes a category when no column does (MMVU subjects, MVBench sources)."""
 
     def metric(self, category: str, problem_type: str) -> Metric:
         """The metric of one sample: the task's own, else MRA for numeric answers where the benchmark uses it."""
@@ -62,6 +69,10 @@ class Benchmark:
     def includes(self, sample: Sample) -> bool:
         """Whether the sample belongs to the evaluated subset."""
         return not self.multiple_choice_only or sample.problem_type == MULTIPLE_CHOICE
+
+    def is_known(self, category: str) -> bool:
+        """Whether a category is one of the benchmark's own (a task, a merged level or a listed category)."""
+        return category in self.categories or category in self.task_metrics
 
     def task_of(self, category: str) -> str:
         """The reported task a category counts towards (a merged level's parent, else itself)."""
@@ -107,6 +118,7 @@ MMVU = Benchmark(
     overall="sample_mean",
     multiple_choice_only=True,
     aliases=("mmvu-mc", "mmvu_mc"),
+    path_layout="subject_folder",
 )
 
 MVBENCH = Benchmark(
@@ -122,7 +134,23 @@ MVBENCH = Benchmark(
         "counterfactual_inference",
     ),
     aliases=("mv-bench", "mv_bench"),
+    path_layout="source_folder",
 )
+
+# MVBench's source folders (its data_list) and the tasks drawn from each; a one-task source names its task.
+MVBENCH_SOURCES: dict[str, tuple[str, ...]] = {
+    "star": ("action_sequence", "action_prediction", "object_interaction"),
+    "ssv2_video": ("action_antonym",),
+    "moments_in_time_raw": ("fine_grained_action",),
+    "funqa_test": ("unexpected_action",),
+    "clevrer": ("object_existence", "moving_direction", "moving_count", "moving_attribute", "counterfactual_inference"),
+    "perception": ("object_shuffle", "action_count", "state_change", "character_order"),
+    "sta": ("action_localization",),
+    "scene_qa": ("scene_transition",),
+    "nturgbd": ("fine_grained_pose",),
+    "vlnqa": ("egocentric_navigation",),
+    "tvqa": ("episodic_reasoning",),
+}
 
 TEMPCOMPASS = Benchmark(
     key="tempcompass",
@@ -174,19 +202,55 @@ def canonical_category(bench: Benchmark, value: object) -> str | None:
     return None
 
 
-def _column(sample: Sample, name: str) -> object:
-    """A row's value for a column: an extra (non-schema) column or a schema field such as data_source."""
-    if name in sample.extra:
-        return sample.extra[name]
-    return getattr(sample, name, None) if name in SCHEMA_FIELDS else None
+@dataclass(frozen=True)
+class Category:
+    """A sample's category and where it was found: `column:<name>`, `data_source`, `path` or `unknown`."""
+
+    name: str
+    source: str
 
 
-def category_of(bench: Benchmark, sample: Sample, field_name: str | None = None) -> str:
-    """The sample's category: `field_name`, else the benchmark's own columns, else a known data_source."""
+def _path_category(bench: Benchmark, path: str) -> str | None:
+    """The category the media path's folders encode, by the benchmark's layout; None when they do not."""
+    folders = [part for part in PurePosixPath(path.replace("\\", "/")).parts[:-1] if part not in ("/", ".", "..")]
+    for folder in reversed(folders):
+        if (known := canonical_category(bench, folder)) is not None:
+            return known
+    lower = [folder.lower() for folder in folders]
+    if bench.path_layout == "subject_folder" and "videos" in lower:
+        # MMVU's release: videos/<Subject>/<n>.mp4
+        after = lower.index("videos") + 1
+        return folders[after] if after < len(folders) else None
+    if bench.path_layout == "source_folder":
+        for folder in folders:
+            tasks = MVBENCH_SOURCES.get(folder.lower())
+            if tasks is not None:
+                return tasks[0] if len(tasks) == 1 else folder
+    return None
+
+
+def _text(value: object) -> str | None:
+    """A usable category value: a non-empty string or an integer, as text."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    return None
+
+
+def category_from_row(bench: Benchmark, row: Mapping[str, Any], field_name: str | None = None) -> Category:
+    """A raw row's category: `field_name` alone, else the benchmark's columns, a known data_source, the path."""
     for name in (field_name,) if field_name else bench.category_fields:
-        value = _column(sample, name)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-            return canonical_category(bench, str(value)) or str(value).strip()
-    if field_name is None:
-        return canonical_category(bench, sample.data_source) or UNKNOWN_CATEGORY
-    return UNKNOWN_CATEGORY
+        if (value := _text(row.get(name))) is not None:
+            return Category(canonical_category(bench, value) or value, f"column:{name}")
+    if field_name is not None:
+        return Category(UNKNOWN_CATEGORY, "unknown")
+    if (known := canonical_category(bench, row.get("data_source"))) is not None:
+        return Category(known, "data_source")
+    key = media_field(dict(row))
+    if key in MEDIA_KEYS and (path := _text(row.get(key))) is not None and (found := _path_category(bench, path)):
+        return Category(found, "path")
+    return Category(UNKNOWN_CATEGORY, "unknown")
+
+
+def category_of(bench: Benchmark, sample: Sample, field_name: str | None = None) -> Category:
+    """A sample's category (see `category_from_row`)."""
+    return category_from_row(bench, sample.to_row(), field_name)

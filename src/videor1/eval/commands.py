@@ -55,12 +55,13 @@ def _per_benchmark(option: str, values: list[str], benches: list[str]) -> list[s
 
 
 def _media_overrides(frames: int | None, fps: float | None, max_pixels: int | None,
-                     image_max_pixels: int | None) -> dict[str, Any]:
+                     image_max_pixels: int | None, frame_fps: float | None = None) -> dict[str, Any]:
     """MediaConfig fields from the flags given; a pixel floor above a smaller budget is lowered to it."""
     from videor1.eval.config import eval_media
 
     media = eval_media().model_dump()
-    given = {"max_frames": frames, "fps": fps, "video_max_pixels": max_pixels, "image_max_pixels": image_max_pixels}
+    given = {"max_frames": frames, "fps": fps, "video_max_pixels": max_pixels, "image_max_pixels": image_max_pixels,
+             "frame_fps": frame_fps}
     media.update({k: v for k, v in given.items() if v is not None})
     media["min_frames"] = min(media["min_frames"], media["max_frames"])
     media["video_min_pixels"] = min(media["video_min_pixels"], media["video_max_pixels"])
@@ -103,6 +104,9 @@ def evaluate(
     category_field: Annotated[list[str] | None, typer.Option(help="category column: FIELD or BENCH=FIELD")] = None,
     frames: Annotated[int | None, typer.Option(help="most frames per video, sampled at --fps (default: 16)")] = None,
     fps: Annotated[float | None, typer.Option(help="video sampling rate (default: 2.0)")] = None,
+    frame_fps: Annotated[
+        float | None, typer.Option(help="frame rate of frame folders whose row has no fps column (default: 3.0)")
+    ] = None,
     max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
     image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per generate call (default: 8)")] = None,
@@ -121,6 +125,9 @@ def evaluate(
     out: Annotated[str | None, typer.Option(help="output folder (default: runs/eval)")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="discard these benchmarks' predictions")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="generate failed samples again")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="stop on any invalid row instead of recording it as failed")
+    ] = False,
 ) -> None:
     """Evaluate a model: --model PATH --bench NAME --data FILE --media-root DIR [--bench … --data …]."""
     if ctx.invoked_subcommand is not None:
@@ -146,7 +153,7 @@ def evaluate(
     settings = {
         "model": model, "label": label, "dtype": dtype, "device": device, "attn_implementation": attn_implementation,
         "batch_size": batch_size, "system_prompt": system_prompt, "limit": limit, "out": out,
-        "media": _media_overrides(frames, fps, max_pixels, image_max_pixels),
+        "media": _media_overrides(frames, fps, max_pixels, image_max_pixels, frame_fps),
         "decoding": _decoding(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens),
         "benchmarks": [{"name": n, "data": d, "media_root": r, "category_field": f}
@@ -158,7 +165,7 @@ def evaluate(
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     try:
         with _bench_progress() as progress:
-            results = run_eval(cfg, overwrite=overwrite, retry_failed=retry_failed, progress=progress)
+            results = run_eval(cfg, overwrite=overwrite, retry_failed=retry_failed, strict=strict, progress=progress)
     except (EvalError, DatasetError) as exc:
         raise _fail(str(exc)) from exc
     console.print(combined_markdown(results), markup=False, highlight=False)
@@ -167,26 +174,35 @@ def evaluate(
 
 @eval_app.command("score")
 def score(
-    predictions: Annotated[Path, typer.Argument(help="predictions.jsonl of an earlier run")],
-    bench: Annotated[str, typer.Option(help="benchmark the predictions belong to")],
-    out: Annotated[Path | None, typer.Option(help="also write results.json (and results.md) to this folder")] = None,
+    outputs: Annotated[
+        Path, typer.Argument(help="predictions.jsonl of an earlier run, or a Video-R1 eval_bench.py output")
+    ],
+    bench: Annotated[str, typer.Option(help="benchmark the outputs belong to")],
+    category_field: Annotated[str | None, typer.Option(help="category column of Video-R1 rows")] = None,
+    label: Annotated[str | None, typer.Option(help="row name in `eval table` (default: the --out folder)")] = None,
+    out: Annotated[Path | None, typer.Option(help="write results under OUT/<bench>/ and OUT/results.json")] = None,
 ) -> None:
-    """Rescore saved predictions without a model: prints the benchmark's results.json to stdout."""
+    """Rescore outputs without a model; prints the benchmark's results.json to stdout, the tables to stderr.
+
+    A Video-R1 output (`{"results": [...], "final_acc": [...]}`, or JSONL of its rows) is also compared
+    with the file's own scores: both numbers, and how many rows differ and why.
+    """
     from videor1.eval.benchmarks import get_benchmark
-    from videor1.eval.report import benchmark_markdown, write_benchmark
-    from videor1.eval.scoring import rescore, summarize
+    from videor1.eval.original import OutputFileError
+    from videor1.eval.report import benchmark_markdown, comparison_markdown
+    from videor1.eval.rescore import rescore_file, write_rescored
 
     try:
-        benchmark = get_benchmark(bench)
-        lines = predictions.read_text(encoding="utf-8").splitlines()
-        records = [rescore(benchmark, json.loads(line)) for line in lines if line.strip()]
-    except (OSError, ValueError, KeyError) as exc:
-        raise _fail(f"{predictions}: {exc}") from exc
-    summary = summarize(benchmark, records)
-    if out is not None:
-        write_benchmark(out, summary)
+        rescored = rescore_file(outputs, get_benchmark(bench), category_field)
+        if out is not None:
+            write_rescored(out, outputs, rescored, label=label)
+    except (OutputFileError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    summary = rescored.summary
     typer.echo(json.dumps(summary, indent=1))
     err_console.print(benchmark_markdown(summary), markup=False, highlight=False)
+    if "original" in summary:
+        err_console.print(comparison_markdown(summary["original"]), markup=False, highlight=False)
 
 
 @eval_app.command("table")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -25,14 +25,18 @@ from videor1.models.generation import SamplingParams, generate_from_inputs
 from videor1.models.inputs import SampleMedia, load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.rewards import accuracy_score, extract_answer, is_well_formed
 
+ErrorKind = Literal["row", "media", "generation"]
+"""Where a failed sample stopped: its row was invalid, its media would not decode, or generate raised."""
+
 
 @dataclass(frozen=True)
 class Generation:
-    """One sample's output text, or the error that stopped it (then `text` is empty)."""
+    """One sample's output text, or the error that stopped it (then `text` is empty) and where."""
 
     sample: Sample
     text: str
     error: str | None = None
+    error_kind: ErrorKind | None = None
 
 
 def describe(error: BaseException) -> str:
@@ -47,7 +51,7 @@ def decode_media(samples: list[Sample], media: MediaConfig, factor: int) -> list
         try:
             decoded.append(load_sample_media(sample, media, factor))
         except Exception as error:  # any decoder failure is this sample's alone; it must not stop the run
-            decoded.append(Generation(sample, "", error=describe(error)))
+            decoded.append(Generation(sample, "", error=describe(error), error_kind="media"))
     return decoded
 
 
@@ -97,11 +101,11 @@ def _generate_alone(
 ) -> Generation:
     """Retry one sample of a failed batch; a batch of one already failed alone, so its error is final."""
     if batch_len == 1:
-        return Generation(sample, "", error=describe(batch_error))
+        return Generation(sample, "", error=describe(batch_error), error_kind="generation")
     try:
         return Generation(sample, generate_texts(model, processor, [sample], [media], **decoding)[0])
     except Exception as error:  # recorded with the sample and counted wrong; the run goes on
-        return Generation(sample, "", error=describe(error))
+        return Generation(sample, "", error=describe(error), error_kind="generation")
 
 
 @dataclass

@@ -5,9 +5,10 @@ Layout of the output folder:
     <benchmark>/predictions.jsonl                         one line per finished sample, appended and fsynced
     <benchmark>/config.yaml, results.json, results.md     that benchmark's settings and metrics
 Resume: a rerun reads predictions.jsonl and generates only the samples not in it, so a run killed midway
-loses nothing it finished (a line cut by the kill is dropped and redone). Failed samples count as
-finished (scored 0, with their error) unless `retry_failed`. A rerun with other settings (model, frames,
-decoding…) into the same folder is refused rather than mixing two runs' predictions.
+loses nothing it finished (a line cut by the kill is dropped and redone). Failed samples (an invalid row,
+media that will not decode, a generate error) count as finished (scored 0, with their error and its
+kind) unless `retry_failed`. A rerun with other settings (model, frames, decoding…) into the same folder
+is refused rather than mixing two runs' predictions.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch
 import yaml
 
 from videor1.config import save_config
-from videor1.data.dataset import load_dataset
 from videor1.data.schema import Sample
-from videor1.eval.benchmarks import UNKNOWN_CATEGORY, Benchmark, category_of, get_benchmark
+from videor1.eval.benchmarks import Benchmark, Category, category_of, get_benchmark
 from videor1.eval.config import RESUME_KEYS, BenchmarkRun, EvalConfig
+from videor1.eval.data import BenchmarkData, EvalError, invalid_record, load_benchmark, row_category, sample_key
 from videor1.eval.generate import Generation, generate_batch
 from videor1.eval.report import RESULTS_JSON, write_benchmark, write_combined
 from videor1.eval.scoring import rescore, summarize
@@ -37,18 +38,8 @@ from videor1.eval.scoring import rescore, summarize
 PREDICTIONS = "predictions.jsonl"
 CONFIG = "config.yaml"
 LOG = "eval.log"
-MAX_PROBLEMS_SHOWN = 10
 
 Progress = Callable[[str, int, int], None]
-
-
-class EvalError(Exception):
-    """An evaluation that cannot start: bad rows in a benchmark file, or settings that clash with a resume."""
-
-
-def sample_key(problem_id: int | str) -> str:
-    """The resume key of a sample (JSON round-trips ints and strings alike through str)."""
-    return str(problem_id)
 
 
 class PredictionStore:
@@ -103,34 +94,15 @@ class PredictionStore:
         return len(failed)
 
 
-def prediction_record(bench: Benchmark, sample: Sample, category: str, generation: Generation) -> dict[str, Any]:
+def prediction_record(bench: Benchmark, sample: Sample, category: Category, generation: Generation) -> dict[str, Any]:
     """The predictions.jsonl line of one sample: inputs needed to rescore it, output, answer, score, error."""
     record = {
         "id": sample.problem_id, "row": sample.row, "path": sample.path, "data_type": sample.data_type,
-        "problem_type": sample.problem_type, "category": category, "options": list(sample.options),
-        "truth": sample.answer, "output": generation.text, "error": generation.error,
+        "problem_type": sample.problem_type, "category": category.name, "category_source": category.source,
+        "options": list(sample.options), "truth": sample.answer, "output": generation.text,
+        "error": generation.error, "error_kind": generation.error_kind,
     }
     return rescore(bench, record)
-
-
-def load_benchmark(run: BenchmarkRun, limit: int | None = None) -> tuple[Benchmark, list[Sample], int]:
-    """The benchmark, its samples in the evaluated subset (first `limit`), and how many were left out."""
-    bench = get_benchmark(run.name)
-    dataset = load_dataset(run.data, run.media_root)
-    if dataset.problems:
-        shown = "\n".join(str(p) for p in dataset.problems[:MAX_PROBLEMS_SHOWN])
-        more = len(dataset.problems) - MAX_PROBLEMS_SHOWN
-        raise EvalError(
-            f"{run.data}: {dataset.bad_rows} bad rows (check with `videor1 data validate`):\n{shown}"
-            + (f"\n… and {more} more" if more > 0 else "")
-        )
-    keys = [sample_key(s.problem_id) for s in dataset.samples]
-    if len(set(keys)) != len(keys):
-        # predictions are resumed by id: 1 and "1" would be one sample
-        raise EvalError(f"{run.data}: problem_ids must stay distinct as text (e.g. not both 1 and \"1\")")
-    samples = [s for s in dataset.samples if bench.includes(s)]
-    excluded = len(dataset.samples) - len(samples)
-    return bench, samples[:limit] if limit is not None else samples, excluded
 
 
 def _resume_settings(cfg: EvalConfig, run: BenchmarkRun) -> dict[str, Any]:
@@ -172,24 +144,30 @@ def _run_log(out: Path) -> Iterator[logging.Logger]:
 
 
 def evaluate_benchmark(
-    model: Any, processor: Any, bench: Benchmark, samples: list[Sample], categories: list[str], bench_dir: Path,
-    cfg: EvalConfig, *, retry_failed: bool = False, progress: Progress | None = None,
-    log: logging.Logger | None = None,
+    model: Any, processor: Any, bench: Benchmark, samples: list[Sample], categories: list[Category], bench_dir: Path,
+    cfg: EvalConfig, *, invalid: list[dict[str, Any]] | None = None, retry_failed: bool = False,
+    progress: Progress | None = None, log: logging.Logger | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate every sample not yet in predictions.jsonl, batch by batch; return all records in data order."""
+    """Record invalid rows, generate the samples not yet in predictions.jsonl; return all records in row order."""
     log = log or logging.getLogger(__name__)
+    invalid = invalid or []
     store = PredictionStore(bench_dir / PREDICTIONS)
     if store.dropped:
         log.warning(f"{bench.key}: dropped {store.dropped} unfinished line(s) of {store.path}; redoing them")
     if retry_failed and (count := store.drop_failed()):
         log.info(f"{bench.key}: retrying {count} failed sample(s)")
+    if new := [record for record in invalid if sample_key(record["id"]) not in store]:
+        store.append(new)
+    for record in new:
+        log.warning(f"{bench.key}: row {record['row']} recorded as failed: {record['error']}")
     category = {sample_key(s.problem_id): c for s, c in zip(samples, categories, strict=True)}
     todo = [s for s in samples if sample_key(s.problem_id) not in store]
-    done = len(samples) - len(todo)
-    log.info(f"{bench.key}: {len(samples)} samples, {done} already finished, {len(todo)} to generate")
+    total = len(samples) + len(invalid)
+    done = total - len(todo)
+    log.info(f"{bench.key}: {total} rows ({len(invalid)} invalid), {done} already finished, {len(todo)} to generate")
     decoding = cfg.decoding.model_dump(exclude={"seed"})
     if progress is not None:
-        progress(bench.key, done, len(samples))
+        progress(bench.key, done, total)
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start : start + cfg.batch_size]
         began = time.perf_counter()
@@ -201,10 +179,11 @@ def evaluate_benchmark(
             if record["error"]:
                 log.warning(f"{bench.key}: sample {record['id']} failed: {record['error']}")
         done += len(batch)
-        log.info(f"{bench.key}: {done}/{len(samples)} ({time.perf_counter() - began:.1f} s for {len(batch)})")
+        log.info(f"{bench.key}: {done}/{total} ({time.perf_counter() - began:.1f} s for {len(batch)})")
         if progress is not None:
-            progress(bench.key, done, len(samples))
-    return [store.records[sample_key(s.problem_id)] for s in samples]
+            progress(bench.key, done, total)
+    keys = [sample_key(s.problem_id) for s in samples] + [sample_key(r["id"]) for r in invalid]
+    return sorted((store.records[key] for key in keys), key=lambda record: record["row"])
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -233,21 +212,24 @@ def combined_results(
 
 
 def _run_benchmark(
-    model: Any, processor: Any, cfg: EvalConfig, run: BenchmarkRun, bench: Benchmark, samples: list[Sample],
-    excluded: int, bench_dir: Path, log: logging.Logger, *, retry_failed: bool, progress: Progress | None,
+    model: Any, processor: Any, cfg: EvalConfig, run: BenchmarkRun, data: BenchmarkData, bench_dir: Path,
+    log: logging.Logger, *, retry_failed: bool, progress: Progress | None,
 ) -> dict[str, Any]:
     """One benchmark of a run: settings, categories, generation (resumed), then its summary and reports."""
+    bench = data.bench
     bench_dir.mkdir(parents=True, exist_ok=True)
     (bench_dir / CONFIG).write_text(yaml.safe_dump(_resume_settings(cfg, run), sort_keys=False), "utf-8")
-    if excluded:
-        log.info(f"{bench.key}: {excluded} rows outside the evaluated subset (multiple choice only)")
-    categories = [category_of(bench, s, run.category_field) for s in samples]
-    unknown = categories.count(UNKNOWN_CATEGORY)
-    if unknown and bench.categories:
-        looked = run.category_field or ", ".join((*bench.category_fields, "data_source"))
-        log.warning(f"{bench.key}: {unknown} samples without a known category (looked at {looked}); "
+    if data.excluded:
+        log.info(f"{bench.key}: {data.excluded} rows outside the evaluated subset (multiple choice only)")
+    categories = [category_of(bench, s, run.category_field) for s in data.samples]
+    invalid = [rescore(bench, invalid_record(row, row_category(bench, row, run.category_field)))
+               for row in data.invalid]
+    unknown = sum(c.source == "unknown" for c in categories)
+    if unknown:
+        looked = run.category_field or ", ".join((*bench.category_fields, "data_source", "the path"))
+        log.warning(f"{bench.key}: {unknown} samples without a category (looked at {looked}); "
                     "pass --category-field to name the column")
-    records = evaluate_benchmark(model, processor, bench, samples, categories, bench_dir, cfg,
+    records = evaluate_benchmark(model, processor, bench, data.samples, categories, bench_dir, cfg, invalid=invalid,
                                  retry_failed=retry_failed, progress=progress, log=log)
     summary = summarize(bench, records)
     write_benchmark(bench_dir, summary)
@@ -256,15 +238,19 @@ def _run_benchmark(
 
 
 def run_eval(
-    cfg: EvalConfig, *, overwrite: bool = False, retry_failed: bool = False, progress: Progress | None = None
+    cfg: EvalConfig, *, overwrite: bool = False, retry_failed: bool = False, strict: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the model on every configured benchmark; write predictions, results and logs under cfg.out."""
+    """Evaluate the model on every configured benchmark; write predictions, results and logs under cfg.out.
+
+    Invalid rows become failed predictions; with `strict` any invalid row stops the run before the model loads.
+    """
     from videor1.models.load import load_model_and_processor
 
     out = Path(cfg.out)
-    loaded = [(run, *load_benchmark(run, cfg.limit)) for run in cfg.benchmarks]  # bad data fails before the model
-    for run, bench, _, _ in loaded:
-        bench_dir = out / bench.key
+    loaded = [(run, load_benchmark(run, cfg.limit, strict=strict)) for run in cfg.benchmarks]
+    for run, data in loaded:
+        bench_dir = out / data.bench.key
         if overwrite and bench_dir.exists():
             shutil.rmtree(bench_dir)
         check_resumable(bench_dir, _resume_settings(cfg, run))
@@ -272,16 +258,16 @@ def run_eval(
     save_config(cfg, out / CONFIG)
     with _run_log(out) as log:
         device = pick_device(cfg.device)
-        log.info(f"evaluating {cfg.model} on {', '.join(b.key for _, b, _, _ in loaded)} ({device})")
+        log.info(f"evaluating {cfg.model} on {', '.join(data.bench.key for _, data in loaded)} ({device})")
         model, processor = load_model_and_processor(
             cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, device=device
         )
         torch.manual_seed(cfg.decoding.seed)
         summaries = {
-            bench.key: _run_benchmark(model, processor, cfg, run, bench, samples, excluded, out / bench.key, log,
-                                      retry_failed=retry_failed, progress=progress)
-            for run, bench, samples, excluded in loaded
+            data.bench.key: _run_benchmark(model, processor, cfg, run, data, out / data.bench.key, log,
+                                           retry_failed=retry_failed, progress=progress)
+            for run, data in loaded
         }
-        results = combined_results(cfg, out, summaries, {bench.key: n for _, bench, _, n in loaded})
+        results = combined_results(cfg, out, summaries, {data.bench.key: data.excluded for _, data in loaded})
         write_combined(out, results)
     return results

@@ -6,11 +6,12 @@ so a benchmark is rescored from `predictions.jsonl` alone, without the model or 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from videor1.eval.benchmarks import MULTIPLE_CHOICE, Benchmark, Metric
+from videor1.eval.benchmarks import MULTIPLE_CHOICE, Benchmark, Metric, Overall
 from videor1.eval.metrics import category_means, mean, mean_relative_accuracy, merge_levels
 from videor1.eval.parse import Source, extract_prediction
 from videor1.rewards.accuracy import accuracy_score
@@ -60,6 +61,17 @@ def rescore(bench: Benchmark, record: Mapping[str, Any]) -> dict[str, Any]:
             "score": scored.score}
 
 
+def aggregation(bench: Benchmark, categories: Iterable[str]) -> Overall:
+    """How the overall score is taken: the benchmark's task mean only when every category is one of its tasks.
+
+    A mean over groups that are not the benchmark's tasks (MVBench source folders, "unknown") is no
+    official number; the mean over samples is, on a complete file (each task has the same count).
+    """
+    if bench.overall == "task_mean" and all(bench.is_known(c) for c in categories):
+        return "task_mean"
+    return "sample_mean"
+
+
 def summarize(bench: Benchmark, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Overall score, per-category and per-task scores, counts of failed and unparsed samples, format rate."""
     records = list(records)
@@ -68,20 +80,33 @@ def summarize(bench: Benchmark, records: Iterable[Mapping[str, Any]]) -> dict[st
     category_scores = {c: score for c, (score, _) in ordered.items()}
     tasks = merge_levels(category_scores, bench.merged)
     tasks = {t: tasks[t] for t in _ordered(bench, tasks)}
-    overall = mean(tasks.values()) if bench.overall == "task_mean" else mean(r["score"] for r in records)
+    aggregated = aggregation(bench, per_category)
+    overall = mean(tasks.values()) if aggregated == "task_mean" else mean(r["score"] for r in records)
     metrics = {r["category"]: r["metric"] for r in records}
+    failed = [r for r in records if r.get("error")]
     return {
         "benchmark": bench.key,
         "title": bench.title,
         "overall": overall,
-        "aggregation": bench.overall,
+        "aggregation": aggregated,
         "count": len(records),
-        "failed": sum(bool(r.get("error")) for r in records),
+        "failed": len(failed),
+        # records written before error kinds existed failed in media or generation; "unrecorded" keeps them counted
+        "failed_by": dict(Counter(r.get("error_kind") or "unrecorded" for r in failed)),
         "unparsed": sum(not r.get("error") and r.get("answer") is None for r in records),
         "format_rate": mean(float(is_well_formed(r.get("output") or "")) for r in records),
+        "category_sources": dict(Counter(_source_kind(r) for r in records)),
         "tasks": tasks,
         "categories": {c: {"score": s, "count": n, "metric": metrics[c]} for c, (s, n) in ordered.items()},
     }
+
+
+def _source_kind(record: Mapping[str, Any]) -> str:
+    """Where a record's category came from, by kind: column, data_source, path, unknown (or unrecorded)."""
+    source = record.get("category_source")
+    if source is None:
+        return "unrecorded"
+    return source.split(":", 1)[0]
 
 
 def _ordered(bench: Benchmark, values: Mapping[str, Any]) -> dict[str, Any]:

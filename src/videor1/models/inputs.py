@@ -17,7 +17,8 @@ from PIL import Image
 from transformers.video_utils import VideoMetadata
 
 from videor1.config import MediaConfig
-from videor1.data.media import DecodedVideo, load_image, load_video
+from videor1.data.frames import load_clip
+from videor1.data.media import DecodedVideo, load_image
 from videor1.data.prompts import chat_messages
 from videor1.data.schema import Sample
 
@@ -44,9 +45,15 @@ def temporal_patch_size(processor: Any) -> int:
 
 
 def load_sample_media(sample: Sample, media: MediaConfig, factor: int) -> SampleMedia:
-    """Decode a sample's image or video under the stage's budgets; raises MediaError on any failure."""
+    """Decode a sample's image or video (a file or a folder of frames) under the stage's budgets.
+
+    Raises MediaError on any failure.
+    """
     if sample.is_video:
-        return SampleMedia(video=load_video(sample.media_path, media.sampling(), media.video_budget(factor)))
+        frame_fps = sample.frame_fps or media.frame_fps
+        return SampleMedia(
+            video=load_clip(sample.media_path, media.sampling(), media.video_budget(factor), frame_fps=frame_fps)
+        )
     return SampleMedia(image=load_image(sample.media_path, media.image_budget(factor)))
 
 
