@@ -171,7 +171,6 @@ def original_record(bench: Benchmark, number: int, row: Any, field_name: str | N
         kind = "generation"
     solution = raw.get("solution")
     options = raw.get("options")
-    reward = raw.get("reward")
     return {
         "id": problem_id, "row": number,
         "path": next((raw[k] for k in MEDIA_KEYS if isinstance(raw.get(k), str)), None),
@@ -181,13 +180,13 @@ def original_record(bench: Benchmark, number: int, row: Any, field_name: str | N
         "truth": (extract_answer(solution) or "") if isinstance(solution, str) else "",
         "output": raw.get("output") if isinstance(raw.get("output"), str) else "",
         "error": error, "error_kind": kind,
-        "file_reward": float(reward) if isinstance(reward, (int, float)) and not isinstance(reward, bool) else None,
+        "file_reward": _float(raw.get("reward")),
         "file_prediction": raw.get("prediction"),
         "solution": solution if isinstance(solution, str) else None,
     }
 
 
-def disagreement(bench: Benchmark, record: Mapping[str, Any]) -> str | None:
+def disagreement(record: Mapping[str, Any]) -> str | None:
     """Why our score of a rescored original row differs from the file's reward; None when they agree."""
     file_reward = record.get("file_reward")
     if file_reward is None or record.get("error_kind") == "row" or abs(file_reward - record["score"]) <= _AGREE:
@@ -201,6 +200,11 @@ def disagreement(bench: Benchmark, record: Mapping[str, Any]) -> str | None:
     if record["metric"] == "mra" and problem_type in NUMERIC_TYPES and _same_number(record):
         return "mra_precision"
     return "answer_reading"
+
+
+def _float(value: Any) -> float | None:
+    """A number written in the file, else None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _same_number(record: Mapping[str, Any]) -> bool:
@@ -233,14 +237,14 @@ def compare(
     """The file's own scores next to ours, and each row scored differently counted by reason with an example."""
     reasons: dict[str, dict[str, Any]] = {}
     for record in records:
-        reason = disagreement(bench, record)
+        reason = disagreement(record)
         if reason is None:
             continue
         entry = reasons.setdefault(reason, {"rows": 0, "why": REASONS[reason], "example": _example(record)})
         entry["rows"] += 1
     written = None
     if final_acc is not None:
-        written = {k: final_acc.get(k) for k in ("mean_acc", "mean_mra")}
+        written = {k: _float(final_acc.get(k)) for k in ("mean_acc", "mean_mra")}
         # eval_bench.py writes mean_mra 0.0 when there are no regression rows
         if not any(r.get("problem_type") == "regression" for r in (*records, *excluded)):
             written["mean_mra"] = None
