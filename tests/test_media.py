@@ -290,11 +290,25 @@ def test_garbage_is_unreadable(tmp_path, content):
 
 
 def test_no_video_stream(tmp_path):
+    # an allowed container (mp4) holding only sound
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=8000, layout="mono")
+        for _ in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(MediaError, match="no video stream"):
+        load_video(path, FrameSampling(), KEEP)
+    # a WAVE file is no allowed video container at all: FFmpeg is not given it (it was, before the allow-list)
     path = tmp_path / "sound.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
         w.writeframes(bytes(16000))
-    with pytest.raises(MediaError, match="no video stream"):
+    with pytest.raises(MediaError, match="unreadable: not an mp4/mov, webm/mkv, avi or mpeg-ts video"):
         load_video(path, FrameSampling(), KEEP)
 
 

@@ -39,8 +39,9 @@ def test_parts_become_placeholders_in_order_with_their_media():
         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}, {"type": "image"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A"}]},
     ]
+    # the suffix comes from the bytes, not the MIME type: these are no mp4 or PNG, so they get none
     assert [(m.kind, m.data, m.suffix) for m in parsed.media] == [
-        ("video", b"mp4 bytes", ".mp4"), ("image", b"\x89PNG not really", ".png")
+        ("video", b"mp4 bytes", ""), ("image", b"\x89PNG not really", "")
     ]
 
 

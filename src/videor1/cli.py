@@ -10,13 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from videor1.cli_errors import FriendlyGroup
 from videor1.eval.commands import register as register_eval
 from videor1.serve.commands import register as register_serve
 
 if TYPE_CHECKING:  # the data layer pulls in torch; commands import what they need when they run
     from videor1.data.dataset import LoadedDataset
 
-app = typer.Typer(help="videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO).", no_args_is_help=True)
+app = typer.Typer(
+    help="videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO).", no_args_is_help=True,
+    cls=FriendlyGroup,
+)
 data_app = typer.Typer(help="Validate, inspect and synthesize Video-R1-format datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="Build tiny offline models for tests and demos.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -24,6 +28,13 @@ app.add_typer(models_app, name="models")
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show the Python traceback of an input error")] = False,
+) -> None:
+    """videor1: teach multimodal LLMs to reason over video (Video-R1, T-GRPO)."""
 
 
 def _progress(description: str):
@@ -160,7 +171,7 @@ def models_tiny(
 
 
 def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bool) -> None:
-    """Load a typed config with overrides and run the train or sft recipe; clear errors, no tracebacks."""
+    """Load a typed config with overrides and run the train or sft recipe; input errors end as one line (exit 2)."""
     import os
     import sys
 
@@ -184,8 +195,8 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
     try:
         trainer = Recipe(cfg, resume=resume)  # type: ignore[arg-type]
         final = trainer.train()
-    except (TooManyFailures, FileNotFoundError, ValueError) as exc:  # data and settings errors, stated plainly
-        err_console.print(f"[red]error:[/red] {exc}")
+    except TooManyFailures as exc:  # the run stopped on its data: exit 1, the failures named
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         abandon()
         raise typer.Exit(1) from exc
     except BaseException:

@@ -49,6 +49,12 @@ class MediaConfig(StrictModel):
         gt=0,
         description="frame rate of a folder of image frames whose row has no fps column",
     )
+    max_decode_pixels: int = Field(
+        8192 * 8192,
+        gt=0,
+        description="largest width x height of an image or video frame decoded at all, read from the header "
+        "first (a video is also refused past 100,000 times this in frames x width x height)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> MediaConfig:
@@ -72,13 +78,23 @@ class MediaConfig(StrictModel):
         """Per-frame pixel budget; factor = patch size x merge size of the model's processor."""
         from videor1.data.media import PixelBudget
 
-        return PixelBudget(min_pixels=self.video_min_pixels, max_pixels=self.video_max_pixels, factor=factor)
+        return PixelBudget(
+            min_pixels=self.video_min_pixels,
+            max_pixels=self.video_max_pixels,
+            factor=factor,
+            max_decode_pixels=self.max_decode_pixels,
+        )
 
     def image_budget(self, factor: int) -> PixelBudget:
         """Image pixel budget; factor = patch size x merge size of the model's processor."""
         from videor1.data.media import PixelBudget
 
-        return PixelBudget(min_pixels=self.image_min_pixels, max_pixels=self.image_max_pixels, factor=factor)
+        return PixelBudget(
+            min_pixels=self.image_min_pixels,
+            max_pixels=self.image_max_pixels,
+            factor=factor,
+            max_decode_pixels=self.max_decode_pixels,
+        )
 
 
 class ConfigError(ValueError):
@@ -117,6 +133,8 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a YAML file") from exc
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
@@ -131,7 +149,9 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
 
 def save_config(config: BaseModel, path: str | Path) -> None:
     """Write the resolved config as YAML (every default spelled out) for the run directory."""
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    from videor1.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 class LoraConfig(StrictModel):

@@ -3,12 +3,15 @@
 Only the main process writes; every other process gets a logger that drops records. Checkpoints hold a
 model and processor loadable by `AutoModelForImageTextToText.from_pretrained`, plus the accelerate state
 (optimizer, scheduler, RNG) and the trainer's own state (step, data position) needed for an exact resume.
+A checkpoint is written under a hidden name and renamed once complete, and a resume cuts metrics.jsonl and
+rollouts.jsonl back through a temporary file and a rename, so a kill never leaves either half written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from videor1.atomic import atomic_write_lines, atomic_write_text, fsync_dir, fsync_tree
 from videor1.config import save_config
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -88,11 +92,35 @@ class RunLog:
 
 
 def truncate_after_step(path: Path, step: int) -> None:
-    """Drop JSONL lines whose "step" is beyond `step` (all of them when step is 0)."""
+    """Drop JSONL lines whose "step" is beyond `step` (all of them when step is 0), rewriting the file atomically."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    complete, partial = lines[:-1], lines[-1]
+    # a kill mid-append leaves at most one damaged line, the last: a partial or unparsable one is dropped
+    if partial.strip():
+        complete.append(partial)
+    kept = []
+    for number, line in enumerate(complete, start=1):
+        record = _step_record(path, number, line, last=number == len(complete))
+        if record is not None and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write_lines(path, kept)
+
+
+def _step_record(path: Path, number: int, line: str, *, last: bool) -> dict[str, Any] | None:
+    """The record of one metrics line; None for a blank line or a damaged last line (dropped)."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        if last:
+            return None
+        raise ValueError(f"{path}:{number}: not valid JSON ({exc}); fix or remove the line") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}:{number}: not a JSON object; fix or remove the line")
+    return record
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
@@ -137,22 +165,42 @@ def save_checkpoint(
     """Write checkpoint `path` on every process: accelerate state, Auto-loadable model, config, trainer state.
 
     Every process must call it (the accelerate state is sharded under FSDP/ZeRO); only the main process
-    writes the model, the config and `trainer_state.json`, then deletes checkpoints beyond `keep`.
+    writes the model, the config and `trainer_state.json`, then deletes checkpoints beyond `keep`. All of it
+    goes to a hidden sibling folder renamed to `path` once complete, so a kill never leaves half a `path`.
     """
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(path / "state"))
+    tmp = checkpoint_tmp(path)
     if accelerator.is_main_process:
-        save_pretrained_model(model, processor, path)
-        shutil.copy(config_file, path / "config.yaml")
+        for stale in path.parent.glob(".checkpoint-*.tmp"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    if accelerator.is_main_process:
+        save_pretrained_model(model, processor, tmp)
+        shutil.copy(config_file, tmp / "config.yaml")
         # written last: a checkpoint counts as complete only once this file exists
-        write_json(path / "trainer_state.json", state)
+        write_json(tmp / "trainer_state.json", state)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        publish_checkpoint(tmp, path)
         rotate_checkpoints(path.parent, keep)
     accelerator.wait_for_everyone()
     return path
 
 
+def checkpoint_tmp(path: Path) -> Path:
+    """Where checkpoint `path` is written before it appears (hidden, so `checkpoints` never lists it)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def publish_checkpoint(tmp: Path, path: Path) -> None:
+    """Rename the complete folder `tmp` to `path`, its contents durable first, replacing a stale `path`."""
+    fsync_tree(tmp)
+    if path.exists():
+        shutil.rmtree(path)  # stale: a run started again in this folder, or a half save of older versions
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (a crash never leaves half a trainer_state.json)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    """Write JSON atomically and durably (a crash never leaves half a trainer_state.json)."""
+    atomic_write_text(path, json.dumps(data, indent=1))

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from videor1.annotate.config import AnnotateConfig
+from videor1.atomic import atomic_write_text
 from videor1.serve.options import (
     Fps,
     ImageMaxPixels,
@@ -120,7 +121,7 @@ def run(cfg: AnnotateConfig) -> AnnotateSummary:
 
     store = AnnotationStore(cfg.out)
     store.out.parent.mkdir(parents=True, exist_ok=True)
-    store.config_path.write_text(yaml.safe_dump(cfg.public_dump(), sort_keys=False), encoding="utf-8")
+    atomic_write_text(store.config_path, yaml.safe_dump(cfg.public_dump(), sort_keys=False))
     handler = _file_logger(store.log_path)
     logger = logging.getLogger("videor1.annotate")
     try:

@@ -16,10 +16,11 @@ it. Lines are flushed as they are written; a line cut short by a kill is dropped
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
+
+from videor1.atomic import atomic_write_bytes, atomic_write_lines
 
 
 class AnnotationStore:
@@ -84,13 +85,12 @@ class AnnotationStore:
         rows.update({row["problem_id"]: row for row in read_jsonl(self.kept_path)})
         position = {pid: i for i, pid in enumerate(order)}
         ordered = sorted(rows.values(), key=lambda row: position.get(row["problem_id"], len(position)))
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            if self.out.suffix == ".jsonl":
-                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in ordered)
-            else:
-                json.dump(ordered, handle, ensure_ascii=False, indent=1)
-        os.replace(tmp, self.out)  # atomic: a reader never sees half a file
+        if self.out.suffix == ".jsonl":
+            chunks: Iterable[str] = (json.dumps(row, ensure_ascii=False) + "\n" for row in ordered)
+        else:
+            # the chunks json.dump would write, streamed rather than built as one string
+            chunks = json.JSONEncoder(ensure_ascii=False, indent=1).iterencode(ordered)
+        atomic_write_lines(self.out, chunks)  # a reader (or a kill) never sees half a file
         return len(ordered)
 
 
@@ -100,7 +100,7 @@ def drop_partial_line(path: Path) -> None:
         return
     data = path.read_bytes()
     if not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
 
 
 def read_jsonl(path: Path) -> Iterable[dict[str, Any]]:

@@ -47,9 +47,15 @@ def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    # Rows are numbered by line so that "row N" is the line an editor shows.
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    # Rows are numbered by line so that "row N" is the line an editor shows; lines are read as bytes so a
+    # line that is not UTF-8 is that row's problem, not the end of the file
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, _Unparsable(f"not UTF-8 text (byte {exc.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
@@ -141,4 +147,7 @@ def load_dataset(
         else:
             loaded.rejected[number] = row
         loaded.problems.extend(Problem(str(path), number, name, reason) for name, reason in found)
+    if loaded.num_rows == 0:
+        # an empty file validating as "OK: 0 bad rows" hides a failed export or a wrong path
+        raise DatasetError(f"{path}: no rows")
     return loaded

@@ -10,7 +10,8 @@ processor's time ids, answers about "when") stay right.
 
 A folder has no header, so its frame rate must come from the caller (the benchmark's documentation, e.g.
 3 for TVQA); it is never guessed. Only the sampled frames are opened: a 3,000-frame clip sampled at 16
-frames reads 16 files. Frames are decoded as `load_image` decodes images (`open_rgb`: EXIF-transposed,
+frames reads 16 files. Frames are decoded as `load_image` decodes images (`open_rgb`: an allowed format
+by content, its header size checked against `max_decode_pixels` before decoding, EXIF-transposed,
 transparent pixels onto white) and all resized to the size `smart_resize` gives the first sampled frame, as
 MVBench's reference loaders do, even where a later frame has a different size.
 """
@@ -25,7 +26,6 @@ import numpy as np
 import torch
 
 from videor1.data.media import (
-    IMAGE_ERRORS,
     DecodedVideo,
     FrameSampling,
     MediaError,
@@ -92,10 +92,11 @@ def load_frame_folder(folder: str | Path, sampling: FrameSampling, budget: Pixel
     for index in sorted(set(indices)):
         path = files[index]
         try:
-            # np.array copies: torch wants a writable buffer
-            pixels = torch.from_numpy(np.array(open_rgb(path))).permute(2, 0, 1)  # [3, H, W]
-        except IMAGE_ERRORS as e:
-            raise MediaError(folder, f"frame {path.name}: unreadable: {e}") from e
+            # every sampled frame's header is checked: frames of one folder need not share a size
+            image = open_rgb(path, budget.max_decode_pixels)
+        except MediaError as e:  # MediaTooLarge stays one
+            raise e.relabel(folder, f"frame {path.name}: {e.reason}") from e
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # [3, H, W]; a writable copy for torch
         if size is None:
             height, width = pixels.shape[-2:]
             try:

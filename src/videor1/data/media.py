@@ -19,11 +19,23 @@ Deviations from qwen-vl-utils, on purpose:
   levels of it). Pixels stay uint8; the processor rescales and normalises.
 - A video's rotation metadata is ignored, as in qwen-vl-utils; images are EXIF-transposed, as in
   transformers' `load_image`.
+
+Opening is guarded, because media paths and bytes come from datasets and from the server's clients:
+- The container is recognised from the file's first bytes (never its name or a client's MIME type) and
+  must be one of an allow-list: mp4/mov, matroska/webm, avi and mpeg-ts for videos, opened with that
+  demuxer forced and FFmpeg's protocols limited to `file`; PNG, JPEG, GIF, WebP, BMP and TIFF for
+  images, opened with only that PIL decoder. FFmpeg's demuxers that read other files (an HLS playlist,
+  an ffconcat script, image sequences) are never reached, whatever a file is called.
+- Sizes are read from the header and checked against `PixelBudget.max_decode_pixels` before anything
+  is decoded (`MediaTooLarge`): a frame or image over the limit, or a video whose frames hold more
+  than `VIDEO_FRAMES_AT_LIMIT` times it; FFmpeg's decoders get the same per-frame limit, so a stream
+  whose frames are larger than its header says is refused too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +58,58 @@ _MAX_ASPECT_RATIO = 200
 # and 24 skipped frames, so a jump is taken only when it skips more.
 _SEEK_COST_FRAMES = 16
 
+MAX_DECODE_PIXELS = 8192 * 8192
+"""Default decode limit: the largest width x height of an image or video frame decoded at all (8K x 8K)."""
+
+# Only the sampled frames are decoded, so frames x size bounds no real cost; the check refuses headers
+# that claim absurd clips. At the default limit 10,000 would refuse real inputs (a 45-minute 4K clip at
+# 30 fps, a two-hour 1080p film at 60 fps); 100,000 passes 3.7 hours of 4K or 15 of 1080p at 60 fps.
+VIDEO_FRAMES_AT_LIMIT = 100_000
+
+# Enough of a file's start to recognise every allowed format (mpeg-ts: three 204-byte packets).
+_HEAD_BYTES = 1024
+
+# Box types a QuickTime/ISO-BMFF file may start with (mp4 with ftyp; older mov with the others)
+_MOV_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
+
+
+def _is_mpegts(head: bytes) -> bool:
+    # a sync byte 0x47 every packet: 188-byte packets, 192 with a 4-byte prefix (m2ts), 204 with FEC
+    for size, first in ((188, 0), (192, 4), (204, 0)):
+        syncs = range(first, min(len(head), first + 3 * size), size)
+        if len(syncs) >= 2 and all(head[i] == 0x47 for i in syncs):
+            return True
+    return False
+
+
+# FFmpeg demuxer forced for each allowed video container, with the test its first bytes must pass. None
+# of them opens another file or URL (mov's external data references are off by default and stay off).
+VIDEO_FORMATS: dict[str, Callable[[bytes], bool]] = {
+    "mov": lambda head: head[4:8] in _MOV_BOXES,  # mp4, mov, m4v, 3gp
+    "matroska": lambda head: head[:4] == b"\x1a\x45\xdf\xa3",  # mkv, webm (EBML)
+    "avi": lambda head: head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"),
+    "mpegts": _is_mpegts,  # ts, m2ts
+}
+
+# PIL decoder allowed for each image format, with its magic numbers.
+IMAGE_FORMATS: dict[str, Callable[[bytes], bool]] = {
+    "PNG": lambda head: head[:8] == b"\x89PNG\r\n\x1a\n",
+    "JPEG": lambda head: head[:3] == b"\xff\xd8\xff",
+    "GIF": lambda head: head[:6] in (b"GIF87a", b"GIF89a"),
+    "WEBP": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WEBP",
+    "BMP": lambda head: head[:2] == b"BM",
+    "TIFF": lambda head: head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),  # classic and BigTIFF
+}
+
+FORMAT_SUFFIXES: dict[str, str] = {
+    "mov": ".mp4", "matroska": ".mkv", "avi": ".avi", "mpegts": ".ts",
+    "PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
+}
+"""A file name suffix for each allowed format (for bytes written to a temp file)."""
+
+_VIDEO_NAMES = "mp4/mov, webm/mkv, avi or mpeg-ts"
+_IMAGE_NAMES = "PNG, JPEG, GIF, WebP, BMP or TIFF"
+
 
 class MediaError(Exception):
     """A media file that cannot be used, with the path and the reason."""
@@ -58,6 +122,31 @@ class MediaError(Exception):
     def __reduce__(self) -> tuple:
         # keep the two-argument constructor through pickling (DataLoader workers send errors back)
         return (type(self), (self.path, self.reason))
+
+    def relabel(self, path: str | Path, reason: str) -> MediaError:
+        """The same kind of error (MediaTooLarge stays one) about another path, with another reason."""
+        return type(self)(path, reason, *self.__reduce__()[1][2:])
+
+
+class MediaTooLarge(MediaError):
+    """Media whose header size is over the decode limit; refused before anything is decoded."""
+
+    def __init__(self, path: str | Path, reason: str, limit: int) -> None:
+        self.limit = limit
+        """The limit exceeded, in pixels."""
+        super().__init__(path, reason)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.reason, self.limit))
+
+
+def _over_limit(path: Path, what: str, width: int, height: int, limit: int) -> MediaTooLarge:
+    return MediaTooLarge(
+        path,
+        f"too large: {what} of {width}x{height} = {width * height:,} pixels is over the decode limit of "
+        f"{limit:,} pixels (media.max_decode_pixels)",
+        limit,
+    )
 
 
 @dataclass(frozen=True)
@@ -106,10 +195,14 @@ class PixelBudget:
     """Largest area after resizing."""
     factor: int = 28
     """Sides are multiples of this: patch_size * merge_size (28 for Qwen2/2.5-VL, 32 for Qwen3-VL)."""
+    max_decode_pixels: int = MAX_DECODE_PIXELS
+    """Largest width x height decoded at all, checked from the header; larger media raises MediaTooLarge."""
 
     def __post_init__(self) -> None:
         if self.factor < 1:
             raise ValueError(f"factor must be positive, got {self.factor}")
+        if self.max_decode_pixels < 1:
+            raise ValueError(f"max_decode_pixels must be positive, got {self.max_decode_pixels}")
         if self.min_pixels < 1:
             raise ValueError(f"min_pixels must be positive, got {self.min_pixels}")
         if self.max_pixels < self.min_pixels:
@@ -221,13 +314,44 @@ def sample_frame_indices(total_frames: int, video_fps: float, sampling: FrameSam
 # Video
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _head(path: Path) -> bytes:
     if not path.is_file():
         raise MediaError(path, "missing file")
     try:
-        return av.open(str(path), mode="r")
+        with path.open("rb") as file:
+            return file.read(_HEAD_BYTES)
+    except OSError as e:
+        raise MediaError(path, f"unreadable: {e.strerror}") from e
+
+
+def sniff_video(head: bytes) -> str | None:
+    """The allowed video container (its FFmpeg demuxer) that a file's first bytes show, or None."""
+    return next((name for name, matches in VIDEO_FORMATS.items() if matches(head)), None)
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The allowed image format (its PIL name) that a file's first bytes show, or None."""
+    return next((name for name, matches in IMAGE_FORMATS.items() if matches(head)), None)
+
+
+def _open(path: Path, max_pixels: int = MAX_DECODE_PIXELS) -> av.container.InputContainer:
+    demuxer = sniff_video(_head(path))
+    if demuxer is None:
+        # the same answer whatever a refused file refers to: FFmpeg never reads it
+        raise MediaError(path, f"unreadable: not an {_VIDEO_NAMES} video (by its content)")
+    try:
+        return av.open(
+            str(path.absolute()),  # a leading "/": no part of a name ("concat:a|b") is read as a protocol
+            mode="r",
+            format=demuxer,
+            # the demuxer chosen above and the `file` protocol only, for anything opened on this file's behalf
+            container_options={"protocol_whitelist": "file", "format_whitelist": demuxer},
+            # reaches the decoders that probe the streams at open, so they refuse huge frames too
+            options={"max_pixels": str(max_pixels)},
+        )
     except av.FFmpegError as e:
-        raise MediaError(path, f"unreadable: {e}") from e
+        # strerror: FFmpeg's message names the path, which the MediaError already does
+        raise MediaError(path, f"unreadable: {e.strerror or e}") from e
 
 
 def _video_stream(path: Path, container: av.container.InputContainer) -> tuple[av.VideoStream, VideoInfo]:
@@ -251,8 +375,24 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> tuple[a
         duration = total_frames / fps
     if total_frames < 1:
         raise MediaError(path, "unreadable: no frames")
-    info = VideoInfo(fps, total_frames, duration, stream.codec_context.width, stream.codec_context.height)
-    return stream, info
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width < 1 or height < 1:
+        raise MediaError(path, "unreadable: no frame size in the header")
+    return stream, VideoInfo(fps, total_frames, duration, width, height)
+
+
+def _check_video_size(path: Path, info: VideoInfo, limit: int) -> None:
+    if info.width * info.height > limit:
+        raise _over_limit(path, "a frame", info.width, info.height, limit)
+    if info.total_frames * info.width * info.height > VIDEO_FRAMES_AT_LIMIT * limit:
+        total = VIDEO_FRAMES_AT_LIMIT * limit
+        raise MediaTooLarge(
+            path,
+            f"too large: {info.total_frames:,} frames of {info.width}x{info.height} are "
+            f"{info.total_frames * info.width * info.height:,} pixels, over the decode limit of {total:,} "
+            f"pixels per video ({VIDEO_FRAMES_AT_LIMIT:,} x media.max_decode_pixels)",
+            total,
+        )
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -412,14 +552,18 @@ def _frame_tensor(frame: av.VideoFrame, size: tuple[int, int]) -> torch.Tensor:
 def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *, threads: int = 0) -> DecodedVideo:
     """Decode the sampled frames of a video, resized under `budget`; raises MediaError on any failure.
 
+    A video over `budget.max_decode_pixels` (checked from its header) raises MediaTooLarge, undecoded.
     `threads`: decoder threads, 0 for FFmpeg's choice (one per core, frame and slice threading); 1 suits
     many DataLoader workers, where frame threading oversubscribes cores and delays every seek.
     """
     if threads < 0:
         raise ValueError(f"threads must be >= 0, got {threads}")
     path = Path(path)
-    with _open(path) as container:
+    with _open(path, budget.max_decode_pixels) as container:
         stream, info = _video_stream(path, container)
+        _check_video_size(path, info, budget.max_decode_pixels)
+        # the decoder refuses frames over the limit too: a bitstream may be larger than its header says
+        stream.codec_context.options = {"max_pixels": str(budget.max_decode_pixels)}
         stream.codec_context.thread_count = threads
         if threads != 1:
             stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost here
@@ -473,29 +617,47 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """An image file decoded now as RGB: EXIF-transposed, transparent pixels on white; raises IMAGE_ERRORS."""
-    with Image.open(path) as opened:
-        opened.load()  # decode now, so a truncated or corrupt file fails here, not later
-        image = ImageOps.exif_transpose(opened)
-        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-            # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
-            rgba = image.convert("RGBA")
-            image = Image.new("RGB", rgba.size, (255, 255, 255))
-            image.paste(rgba, mask=rgba.getchannel("A"))
-            return image
-        return image.convert("RGB")
+def open_rgb(path: Path, max_pixels: int = MAX_DECODE_PIXELS) -> Image.Image:
+    """An allowed image file decoded now as RGB: EXIF-transposed, transparent pixels on white.
+
+    Raises MediaError on any failure, MediaTooLarge (before decoding) when width x height > `max_pixels`.
+    """
+    fmt = sniff_image(_head(path))
+    if fmt is None:
+        raise MediaError(path, f"unreadable: not a {_IMAGE_NAMES} image (by its content)")
+    try:
+        with Image.open(path, formats=[fmt]) as opened:
+            width, height = opened.size  # from the header: nothing is decoded yet
+            if width * height > max_pixels:
+                raise _over_limit(path, "an image", width, height, max_pixels)
+            opened.load()  # decode now, so a truncated or corrupt file fails here, not later
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
+                rgba = image.convert("RGBA")
+                image = Image.new("RGB", rgba.size, (255, 255, 255))
+                image.paste(rgba, mask=rgba.getchannel("A"))
+                return image
+            return image.convert("RGB")
+    except Image.DecompressionBombError as e:
+        # PIL's own process-wide check (2 x Image.MAX_IMAGE_PIXELS, at open or per frame or tile) lies above
+        # the default limit, so it fires only on images refused anyway unless max_pixels is raised past it
+        pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        limit = min(max_pixels, pil_limit)
+        source = "media.max_decode_pixels" if limit == max_pixels else "PIL's 2 x Image.MAX_IMAGE_PIXELS"
+        reason = f"too large: an image of more than {pil_limit:,} pixels is over the decode limit of {limit:,} pixels"
+        raise MediaTooLarge(path, f"{reason} ({source})", limit) from e
+    except IMAGE_ERRORS as e:
+        raise MediaError(path, f"unreadable: {e}") from e
 
 
 def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
-    """Open an image as RGB, resized to its smart_resize size; raises MediaError on any failure."""
+    """Open an image as RGB, resized to its smart_resize size; raises MediaError on any failure.
+
+    An image over `budget.max_decode_pixels` (checked from its header) raises MediaTooLarge, undecoded.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(path, "missing file")
-    try:
-        image = open_rgb(path)
-    except IMAGE_ERRORS as e:
-        raise MediaError(path, f"unreadable: {e}") from e
+    image = open_rgb(path, budget.max_decode_pixels)
     width, height = image.size
     try:
         h_bar, w_bar = smart_resize(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from videor1.atomic import atomic_write_text
 from videor1.eval.metrics import TABLE1_COLUMNS, percent, table1_markdown
 from videor1.eval.original import headline
 from videor1.runlog import write_json
@@ -100,13 +101,13 @@ def write_benchmark(out_dir: Path, summary: Mapping[str, Any]) -> None:
     """results.json and results.md of one benchmark."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RESULTS_JSON, dict(summary))
-    (out_dir / RESULTS_MD).write_text(benchmark_markdown(summary), encoding="utf-8")
+    atomic_write_text(out_dir / RESULTS_MD, benchmark_markdown(summary))
 
 
 def write_combined(out_dir: Path, results: Mapping[str, Any]) -> None:
     """The run's results.json and results.md."""
     write_json(out_dir / RESULTS_JSON, dict(results))
-    (out_dir / RESULTS_MD).write_text(combined_markdown(results), encoding="utf-8")
+    atomic_write_text(out_dir / RESULTS_MD, combined_markdown(results))
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

@@ -9,11 +9,11 @@ results.json gains (or updates) that benchmark, so `eval table` reads score fold
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videor1.atomic import atomic_write_lines
 from videor1.data.schema import PROBLEM_TYPES
 from videor1.eval.benchmarks import MULTIPLE_CHOICE, Benchmark
 from videor1.eval.original import OutputFileError, compare, original_record, read_scored_file
@@ -68,9 +68,7 @@ def write_rescored(out: Path, source: Path, rescored: Rescored, *, label: str | 
         raise ValueError(f"{bench_dir} holds the predictions of an eval run; use another --out")
     write_benchmark(bench_dir, rescored.summary)
     if not same:
-        tmp = predictions.with_name(PREDICTIONS + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rescored.records), encoding="utf-8")
-        os.replace(tmp, predictions)
+        atomic_write_lines(predictions, (json.dumps(r, ensure_ascii=False) + "\n" for r in rescored.records))
     combined = read_results(out) if (out / RESULTS_JSON).exists() else {}
     if "benchmarks" not in combined:
         # a folder from before score folders were combined holds one benchmark's summary: keep it

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import yaml
 
+from videor1.atomic import atomic_write_lines, atomic_write_text
 from videor1.config import save_config
 from videor1.data.schema import Sample
 from videor1.eval.benchmarks import Benchmark, Category, category_of, get_benchmark
@@ -58,17 +59,19 @@ class PredictionStore:
         # a run killed while writing leaves a last line without its newline: that sample is redone
         complete, partial = lines[:-1], lines[-1]
         kept = []
-        for line in complete:
+        for number, line in enumerate(complete, start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 self.dropped += 1
                 continue
+            if not isinstance(record, dict) or "id" not in record:
+                raise EvalError(f"{self.path}:{number}: prediction line without an id; fix or remove the line")
             self.records[sample_key(record["id"])] = record
             kept.append(line)
         self.dropped += bool(partial.strip())
         if self.dropped:
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            atomic_write_lines(self.path, (line + "\n" for line in kept))
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -89,8 +92,7 @@ class PredictionStore:
         for key in failed:
             del self.records[key]
         if failed:
-            lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()]
-            self.path.write_text("".join(lines), encoding="utf-8")
+            atomic_write_lines(self.path, (json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
         return len(failed)
 
 
@@ -218,7 +220,7 @@ def _run_benchmark(
     """One benchmark of a run: settings, categories, generation (resumed), then its summary and reports."""
     bench = data.bench
     bench_dir.mkdir(parents=True, exist_ok=True)
-    (bench_dir / CONFIG).write_text(yaml.safe_dump(_resume_settings(cfg, run), sort_keys=False), "utf-8")
+    atomic_write_text(bench_dir / CONFIG, yaml.safe_dump(_resume_settings(cfg, run), sort_keys=False))
     if data.excluded:
         log.info(f"{bench.key}: {data.excluded} rows outside the evaluated subset (multiple choice only)")
     categories = [category_of(bench, s, run.category_field) for s in data.samples]

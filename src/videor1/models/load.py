@@ -23,10 +23,29 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return DTYPES[dtype]
 
 
+def check_model_source(name_or_path: str | Path) -> None:
+    """FileNotFoundError for a local-looking path that does not exist (hub ids like `Qwen/Qwen2.5-VL-7B` pass).
+
+    transformers reads a missing folder as a hub id and answers "Repo id must be in the form …", which names
+    the wrong problem.
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"model {text!r} is a file; give the checkpoint folder")
+        return
+    # a hub id is `name` or `namespace/name`; anything else can only be a local path
+    looks_local = text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1
+    if looks_local:
+        raise FileNotFoundError(f"model {text!r}: no such folder (and not a hub id like Qwen/Qwen2.5-VL-7B-Instruct)")
+
+
 def load_processor(name_or_path: str | Path, **kwargs: Any) -> Any:
     """The model's processor (tokenizer, image and video processors, chat template)."""
     from transformers import AutoProcessor
 
+    check_model_source(name_or_path)
     return AutoProcessor.from_pretrained(str(name_or_path), **kwargs)
 
 
@@ -41,6 +60,7 @@ def load_model(
     """An image-text-to-text model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...) in eval mode on `device`."""
     from transformers import AutoModelForImageTextToText
 
+    check_model_source(name_or_path)
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype), **kwargs)

@@ -7,14 +7,19 @@ symlinks, because a client is not trusted to name files on the server. Remote ht
 the server makes no outbound requests.
 
 Media is decoded with the server's `MediaConfig` through the same `load_video` / `load_image` as training,
-so frames, budgets and the sampled fps (hence temporal positions) match what the model was trained on.
+so frames, budgets and the sampled fps (hence temporal positions) match what the model was trained on. Those
+open only allowed formats, recognised by content (never by a data URL's MIME type or a file's name): videos
+in mp4/mov, webm/mkv, avi or mpeg-ts, images in PNG, JPEG, GIF, WebP, BMP or TIFF; an HLS playlist or an
+ffconcat script, which would make FFmpeg read other files, is refused like any other unknown bytes. A file
+whose header size is over `max_decode_pixels` is refused with a 413 before it is decoded.
+
+Errors name only what the client sent (cut to `_SHOWN_CHARS`), never a path on the server.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import mimetypes
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,13 +28,31 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from videor1.config import MediaConfig
-from videor1.data.media import MediaError, load_image, load_video
+from videor1.data.media import (
+    FORMAT_SUFFIXES,
+    MediaError,
+    MediaTooLarge,
+    load_image,
+    load_video,
+    sniff_image,
+    sniff_video,
+)
 from videor1.models.inputs import SampleMedia
 from videor1.serve.errors import RequestError
 
 MediaKind = Literal["image", "video"]
 _PART_KINDS: dict[str, MediaKind] = {"image_url": "image", "video_url": "video"}
 _ROLES: dict[str, str] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_SHOWN_CHARS = 200
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def _shown(value: Any) -> str:
+    """A client's value for an error message: its repr, cut to _SHOWN_CHARS."""
+    return _cut(repr(value))
 
 
 @dataclass(frozen=True)
@@ -40,7 +63,9 @@ class MediaRef:
     data: bytes | None = None
     path: Path | None = None
     suffix: str = ""
-    """File extension for the inline bytes (decoders sniff the format; the suffix only helps them)."""
+    """File extension for the inline bytes, from their sniffed format ("" when none is allowed)."""
+    name: str = ""
+    """What the client sent, for error messages in place of any server path."""
 
 
 @dataclass
@@ -59,14 +84,16 @@ def parse_data_url(url: str, kind: MediaKind, param: str) -> MediaRef:
     mime = header[len("data:") : -len(";base64")]
     top = mime.split("/", 1)[0]
     if top in ("image", "video") and top != kind:
-        raise RequestError(400, f"{param} is a {kind} part but its data URL holds {mime}", param=param)
+        raise RequestError(400, f"{param} is a {kind} part but its data URL holds {mime[:_SHOWN_CHARS]}", param=param)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(400, f"{param}: invalid base64 payload ({exc})", param=param) from exc
     if not data:
         raise RequestError(400, f"{param}: empty data URL", param=param)
-    return MediaRef(kind, data=data, suffix=mimetypes.guess_extension(mime) or "")
+    # the bytes say what they are, not the MIME type: the decoders refuse what has no allowed format
+    fmt = (sniff_video if kind == "video" else sniff_image)(data)
+    return MediaRef(kind, data=data, suffix=FORMAT_SUFFIXES.get(fmt or "", ""), name=f"<{kind} data URL>")
 
 
 def local_media_path(url: str, allowed_dir: Path | None, param: str) -> Path:
@@ -77,11 +104,16 @@ def local_media_path(url: str, allowed_dir: Path | None, param: str) -> Path:
         )
     raw = unquote(urlparse(url).path) if url.startswith("file://") else url
     root = allowed_dir.resolve()
-    path = (root / raw).resolve()  # an absolute `raw` replaces root; relative ones are under it
-    if not path.is_relative_to(root):
-        raise RequestError(403, f"{param}: {raw!r} is outside the allowed media directory", param=param)
-    if not path.is_file():
-        raise RequestError(400, f"{param}: no such file {raw!r} in the allowed media directory", param=param)
+    try:
+        path = (root / raw).resolve()  # an absolute `raw` replaces root; relative ones are under it
+        if not path.is_relative_to(root):
+            raise RequestError(403, f"{param}: {_shown(raw)} is outside the allowed media directory", param=param)
+        found = path.is_file()
+    except (OSError, ValueError) as exc:
+        # a NUL byte, a name too long: the OS error would name the server's directory, so it is not passed on
+        raise RequestError(400, f"{param}: {_shown(raw)} is not a usable file name", param=param) from exc
+    if not found:
+        raise RequestError(400, f"{param}: no such file {_shown(raw)} in the allowed media directory", param=param)
     return path
 
 
@@ -89,14 +121,17 @@ def parse_media_url(url: Any, kind: MediaKind, allowed_dir: Path | None, param: 
     """A media reference from a part's URL: data URL or allowed local file."""
     if not isinstance(url, str) or not url.strip():
         raise RequestError(400, f"{param}: the url must be a non-empty string", param=param)
-    scheme = urlparse(url).scheme.lower()
+    try:
+        scheme = urlparse(url).scheme.lower()
+    except ValueError as exc:  # e.g. an unclosed "[" in the host
+        raise RequestError(400, f"{param}: {_shown(url)} is not a URL or path ({exc})", param=param) from exc
     if scheme == "data":
         return parse_data_url(url, kind, param)
     if scheme in ("http", "https"):
         raise RequestError(400, f"{param}: remote URLs are not fetched; send a base64 data URL", param=param)
     if scheme not in ("", "file"):
-        raise RequestError(400, f"{param}: unsupported URL scheme {scheme!r}", param=param)
-    return MediaRef(kind, path=local_media_path(url, allowed_dir, param))
+        raise RequestError(400, f"{param}: unsupported URL scheme {_shown(scheme)}", param=param)
+    return MediaRef(kind, path=local_media_path(url, allowed_dir, param), name=_cut(url))
 
 
 def _part_url(part: dict[str, Any], key: str, param: str) -> Any:
@@ -119,6 +154,8 @@ def _parse_content(
     for j, part in enumerate(content):
         where = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str | None):  # a list or object is no type (and cannot be looked up)
+            raise RequestError(400, f"{where}: a content part's type must be a string, got {_shown(kind)}", param=where)
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise RequestError(400, f"{where}: a text part needs a string 'text'", param=where)
@@ -131,7 +168,7 @@ def _parse_content(
             parts.append({"type": ref.kind})
         else:
             raise RequestError(
-                400, f"{where}: unsupported content part type {kind!r}; expected text, image_url or video_url",
+                400, f"{where}: unsupported content part type {_shown(kind)}; expected text, image_url or video_url",
                 param=where,
             )
     return parts
@@ -151,7 +188,7 @@ def parse_messages(messages: Sequence[Any], *, allowed_dir: Path | None, max_med
         role = _ROLES.get(name) if isinstance(name, str) else None
         if role is None:
             raise RequestError(
-                400, f"{param}.role {message.get('role')!r} is not supported; expected system, user or assistant",
+                400, f"{param}.role {_shown(name)} is not supported; expected system, user or assistant",
                 param=param,
             )
         parts = _parse_content(message.get("content"), role, allowed_dir, f"{param}.content", media)
@@ -169,24 +206,30 @@ def _load(ref: MediaRef, path: Path, media: MediaConfig, factor: int) -> SampleM
 
 def decode_one(ref: MediaRef, media: MediaConfig, factor: int) -> SampleMedia:
     """Decode one reference under the server's budgets; MediaError names the part, never a server path."""
+    name = ref.name or f"<{ref.kind}>"
     if ref.path is not None:
-        return _load(ref, ref.path, media, factor)
-    # PyAV and PIL read files; the bytes live in a private temp file for the decode only
+        try:
+            return _load(ref, ref.path, media, factor)
+        except MediaError as exc:  # MediaTooLarge stays one
+            raise exc.relabel(name, exc.reason.replace(str(ref.path), name)) from exc
+    # PyAV and PIL read files; the bytes live in a private temp file for the decode only, opened as what
+    # they are by content (the suffix is the sniffed format's, for anyone looking at the temp directory)
     with tempfile.NamedTemporaryFile(suffix=ref.suffix) as handle:
         handle.write(ref.data or b"")
         handle.flush()
         try:
             return _load(ref, Path(handle.name), media, factor)
         except MediaError as exc:
-            raise MediaError(exc.path, exc.reason.replace(handle.name, f"<{ref.kind} data URL>")) from exc
+            raise exc.relabel(name, exc.reason.replace(handle.name, name)) from exc
 
 
 def decode_media(refs: Sequence[MediaRef], media: MediaConfig, factor: int) -> list[SampleMedia]:
-    """Decode every reference; a bad file is a 400 naming the part and the reason."""
+    """Decode every reference; a bad file is a 400 naming the part and the reason, one over the size limit a 413."""
     decoded = []
     for i, ref in enumerate(refs):
         try:
             decoded.append(decode_one(ref, media, factor))
         except MediaError as exc:
-            raise RequestError(400, f"{ref.kind} {i + 1} of the request cannot be used: {exc.reason}") from exc
+            status = 413 if isinstance(exc, MediaTooLarge) else 400
+            raise RequestError(status, f"{ref.kind} {i + 1} of the request cannot be used: {exc.reason}") from exc
     return decoded
