@@ -123,3 +123,9 @@ def test_models_tiny_with_a_dataset_corpus(synth, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "tokenizer.json").exists()
     assert runner.invoke(app, ["models", "tiny", str(tmp_path / "x"), "--family", "gpt"]).exit_code == 2
+
+
+def test_media_over_the_decode_budget_is_refused_before_decoding(synth):
+    result = validate(synth, "--max-decode-pixels", "100")
+    assert result.exit_code == 1
+    assert "100 pixels (media.max_decode_pixels)" in result.output

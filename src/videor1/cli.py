@@ -87,13 +87,16 @@ def data_validate(
     benchmark: Annotated[
         bool, typer.Option("--benchmark", help="validate as an evaluation file (options may be a bare letter)")
     ] = False,
+    max_decode_pixels: Annotated[
+        int | None, typer.Option(help="larger images or frames are refused before decoding (default: 8192*8192)")
+    ] = None,
 ) -> None:
     """Check every row (and with --check-media every file); exit 1 when anything is bad."""
     from videor1.config import MediaConfig
     from videor1.data.dataset import DatasetError
     from videor1.data.validate import validate
 
-    given = {"frame_fps": frame_fps} if frame_fps is not None else {}
+    given = {k: v for k, v in {"frame_fps": frame_fps, "max_decode_pixels": max_decode_pixels}.items() if v is not None}
     media = MediaConfig(fps=fps, min_frames=min_frames, max_frames=max_frames, **given)
     rules = {"require_process": require_process, "benchmark": benchmark}
     try:

@@ -21,6 +21,8 @@ from videor1.progress import count_columns
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
+DECODE_HELP = "larger images or frames (width x height) are refused before decoding (default: 8192*8192)"
+
 eval_app = typer.Typer(
     help="Evaluate a model on video benchmarks (VSI-Bench, VideoMMMU, MMVU, MVBench, TempCompass, VideoMME).",
     invoke_without_command=True,
@@ -55,13 +57,14 @@ def _per_benchmark(option: str, values: list[str], benches: list[str]) -> list[s
 
 
 def _media_overrides(frames: int | None, fps: float | None, max_pixels: int | None,
-                     image_max_pixels: int | None, frame_fps: float | None = None) -> dict[str, Any]:
+                     image_max_pixels: int | None, frame_fps: float | None = None,
+                     max_decode_pixels: int | None = None) -> dict[str, Any]:
     """MediaConfig fields from the flags given; a pixel floor above a smaller budget is lowered to it."""
     from videor1.eval.config import eval_media
 
     media = eval_media().model_dump()
     given = {"max_frames": frames, "fps": fps, "video_max_pixels": max_pixels, "image_max_pixels": image_max_pixels,
-             "frame_fps": frame_fps}
+             "frame_fps": frame_fps, "max_decode_pixels": max_decode_pixels}
     media.update({k: v for k, v in given.items() if v is not None})
     media["min_frames"] = min(media["min_frames"], media["max_frames"])
     media["video_min_pixels"] = min(media["video_min_pixels"], media["video_max_pixels"])
@@ -109,6 +112,7 @@ def evaluate(
     ] = None,
     max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
     image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
+    max_decode_pixels: Annotated[int | None, typer.Option(help=DECODE_HELP)] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per generate call (default: 8)")] = None,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: 0.01)")] = None,
     top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
@@ -153,7 +157,7 @@ def evaluate(
     settings = {
         "model": model, "label": label, "dtype": dtype, "device": device, "attn_implementation": attn_implementation,
         "batch_size": batch_size, "system_prompt": system_prompt, "limit": limit, "out": out,
-        "media": _media_overrides(frames, fps, max_pixels, image_max_pixels, frame_fps),
+        "media": _media_overrides(frames, fps, max_pixels, image_max_pixels, frame_fps, max_decode_pixels),
         "decoding": _decoding(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens),
         "benchmarks": [{"name": n, "data": d, "media_root": r, "category_field": f}
@@ -227,6 +231,7 @@ def infer(
     fps: Annotated[float | None, typer.Option(help="video sampling rate (default: 2.0)")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
     image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
+    max_decode_pixels: Annotated[int | None, typer.Option(help=DECODE_HELP)] = None,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: 0.01)")] = None,
     top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
@@ -245,7 +250,9 @@ def infer(
     if (video is None) == (image is None):
         raise _fail("give exactly one of --video or --image")
     try:
-        media = MediaConfig.model_validate(_media_overrides(frames, fps, max_pixels, image_max_pixels))
+        media = MediaConfig.model_validate(
+            _media_overrides(frames, fps, max_pixels, image_max_pixels, max_decode_pixels=max_decode_pixels)
+        )
         decoding = DecodingConfig.model_validate(
             _decoding(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
         )
