@@ -1,20 +1,24 @@
 """`videor1 serve` as a real subprocess on loopback with a tiny model, spoken to over HTTP.
 
 Covers video and image completions, concurrent requests, every kind of bad request (each a 4xx with a
-message), and `videor1 annotate --endpoint` against this server; the server never answers 500 and still
-serves afterwards.
+message), auth and body limits answered before the body is read, clients that leave mid-request, the
+start-up refusals of unsafe settings, and `videor1 annotate --endpoint` against this server; the server
+never answers 500 and still serves afterwards.
 """
 
 import base64
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,8 @@ from videor1.data.media import load_video
 from videor1.models.inputs import SampleMedia, processor_inputs, vision_factor
 from videor1.models.load import load_processor
 from videor1.rewards import extract_answer
+from videor1.serve.config import ServeConfig
+from videor1.serve.server import serve as serve_config
 
 API_KEY = "test-key"
 MAX_BODY_BYTES = 400_000
@@ -45,17 +51,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_models, synth_root, tmp_path_factory):
-    """The server subprocess; waits for /health (bounded) and is always terminated."""
-    logs = tmp_path_factory.mktemp("serve")
+@contextmanager
+def running_server(model: Path, root: Path, logs: Path, *options: str) -> Iterator[dict]:
+    """`videor1 serve` as a subprocess on a free loopback port; waits for /health (bounded), always terminated."""
     port = free_port()
     command = [
-        sys.executable, "-m", "videor1.cli", "serve", "--model", str(tiny_models()), "--port", str(port),
-        "--api-key", API_KEY, "--allowed-media-dir", str(synth_root), "--max-body-bytes", str(MAX_BODY_BYTES),
-        "--served-model-name", "tiny", "--default-max-tokens", "8", "--log-dir", str(logs), *SMALL_MEDIA,
+        sys.executable, "-m", "videor1.cli", "serve", "--model", str(model), "--port", str(port),
+        "--api-key", API_KEY, "--allowed-media-dir", str(root), "--served-model-name", "tiny",
+        "--log-dir", str(logs), *SMALL_MEDIA,
         # one thread: on a busy 2-core machine two spinning torch threads make the tiny model ~20x slower
-        "--torch-threads", "1",
+        "--torch-threads", "1", *options,
     ]
     with (logs / "stdout.txt").open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -71,7 +76,7 @@ def server(tiny_models, synth_root, tmp_path_factory):
                         break
             except OSError:
                 time.sleep(0.2)
-        yield {"url": base, "logs": logs, "root": synth_root}
+        yield {"url": base, "port": port, "logs": logs, "root": root}
     finally:
         process.terminate()
         try:
@@ -79,6 +84,14 @@ def server(tiny_models, synth_root, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models, synth_root, tmp_path_factory):
+    """The server of this module's tests."""
+    options = ("--max-body-bytes", str(MAX_BODY_BYTES), "--default-max-tokens", "8")
+    with running_server(tiny_models(), synth_root, tmp_path_factory.mktemp("serve"), *options) as running:
+        yield running
 
 
 def call(server, path="/v1/chat/completions", body=None, *, raw=None, key=API_KEY, method=None):
@@ -95,6 +108,50 @@ def call(server, path="/v1/chat/completions", body=None, *, raw=None, key=API_KE
         status, reply = error.code, json.loads(error.read())
     STATUSES.append(status)
     return status, reply
+
+
+def health(server) -> dict:
+    with urllib.request.urlopen(server["url"] + "/health", timeout=REQUEST_S) as response:
+        return json.loads(response.read())
+
+
+def wait_for(server, ready) -> dict:
+    """Poll /health until `ready(health)` holds (bounded)."""
+    deadline = time.monotonic() + REQUEST_S
+    while not ready(state := health(server)):
+        assert time.monotonic() < deadline, state
+        time.sleep(POLL_S)
+    return state
+
+
+def request_head(server, length: int, *, key: str | None = API_KEY, extra: str = "") -> bytes:
+    """The head of a chat request announcing a `length`-byte body."""
+    auth = f"Authorization: Bearer {key}\r\n" if key is not None else ""
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{server['port']}\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n{extra}\r\n").encode()
+
+
+def open_request(server, body) -> socket.socket:
+    """A connection that has sent one chat request and reads nothing: closing it is the client leaving."""
+    data = json.dumps(body).encode()
+    connection = socket.create_connection(("127.0.0.1", server["port"]), timeout=REQUEST_S)
+    connection.sendall(request_head(server, len(data)) + data)
+    return connection
+
+
+def read_answer(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one answer with a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        body += connection.recv(65536)
+    return int(status_line.split()[1]), headers, body
 
 
 def data_url(path: Path, mime: str) -> str:
@@ -194,6 +251,9 @@ def test_bad_requests_get_a_4xx_with_a_message(server, tmp_path):
         (chat(image_part(root), stream=True), 400, "stream"),
         (chat(image_part(root), model="other"), 404, "not served here"),
         (chat(image_part(root), max_tokens=0), 400, "max_tokens"),
+        (chat(image_part(root), max_tokens=True), 400, "max_tokens"),  # a bool is an int to Python, not to us
+        (chat(image_part(root), temperature=False), 400, "temperature"),
+        (chat(image_part(root), stream="false"), 400, "stream"),
         (chat(image_part(root), max_tokens=10**6), 400, "limit"),
         ({"messages": "hello"}, 400, "messages"),
         ({"model": "tiny"}, 400, "messages: Field required"),
@@ -218,6 +278,102 @@ def test_bad_requests_get_a_4xx_with_a_message(server, tmp_path):
     connection.close()
     assert call(server, "/v1/nowhere", body={})[0] == 404
     assert call(server, "/v1/chat/completions", method="GET")[0] == 405
+
+
+def test_auth_and_a_declared_size_are_answered_before_the_body_is_read(server):
+    huge = 10**12  # announced, never sent: reading it first would hang this test until its timeout
+    for key, status in ((None, 401), ("wrong", 401), (API_KEY, 413)):
+        with socket.create_connection(("127.0.0.1", server["port"]), timeout=REQUEST_S) as connection:
+            connection.sendall(request_head(server, huge, key=key))
+            got, headers, body = read_answer(connection)
+            assert (got, headers.get("connection")) == (status, "close"), body
+            assert connection.recv(1) == b""  # and the server hung up instead of reading the body
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=REQUEST_S) as connection:
+        # a client that waits for "100 Continue" gets the answer instead and never sends its body
+        connection.sendall(request_head(server, huge, extra="Expect: 100-continue\r\n"))
+        assert read_answer(connection)[0] == 413
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=REQUEST_S) as connection:
+        # a small body is answered first too; it is then discarded, so the connection stays usable
+        body = json.dumps(chat(image_part(server["root"]))).encode()
+        connection.sendall(request_head(server, len(body), key=None))
+        got, headers, _ = read_answer(connection)
+        assert got == 401 and "connection" not in headers
+        connection.sendall(body + f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{server['port']}\r\n\r\n".encode())
+        assert read_answer(connection)[0] == 200
+
+
+def test_a_huge_prompt_is_refused_before_the_model_worker(server):
+    before = health(server)
+    text = "word " * (MAX_BODY_BYTES // 6)  # ~66k tokens, over the default limit of 16384
+    status, reply = call(server, body={"model": "tiny", "messages": [{"role": "user", "content": text}]})
+    assert status == 400 and "the limit is 16384" in reply["error"]["message"]
+    assert health(server)["submitted"] == before["submitted"]  # counted in the request handler, never queued
+
+
+def test_clients_that_leave_have_their_requests_cancelled(server):
+    root, before = server["root"], health(server)
+    running = open_request(server, chat(image_part(root), max_tokens=LONG_TOKENS, temperature=0))
+    wait_for(server, lambda now: now["running"] == 1)
+    queued = open_request(server, chat(image_part(root), max_tokens=3, temperature=0))
+    wait_for(server, lambda now: now["queued"] == 1)
+    queued.close()
+    wait_for(server, lambda now: now["cancelled"] == before["cancelled"] + 1)  # dropped while still queued
+    running.close()
+    wait_for(server, lambda now: now["cancelled"] == before["cancelled"] + 2 and now["running"] == 0)
+    status, reply = call(server, body=chat(image_part(root), max_tokens=3))
+    assert status == 200 and reply["usage"]["completion_tokens"] <= 3
+    after = health(server)
+    assert after["submitted"] - before["submitted"] == 3
+    # two generate calls (the one stopped, the last one) and one answer: the queued request never reached the model
+    assert (after["batches"] - before["batches"], after["requests"] - before["requests"]) == (2, 1)
+    stopped = re.findall(r"client left after (\d+) of (\d+) tokens", (server["logs"] / "serve.log").read_text())
+    assert len(stopped) == 1 and int(stopped[0][1]) == LONG_TOKENS and int(stopped[0][0]) < LONG_TOKENS // 2
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The settings `videor1 serve` would run with; the server itself is not started."""
+    runs: list[ServeConfig] = []
+    monkeypatch.setattr("videor1.serve.server.serve", runs.append)
+    return runs
+
+
+@pytest.mark.parametrize(("options", "env", "words"), [
+    (["--api-key", ""], None, "is empty"),
+    (["--api-key", "  "], None, "is empty"),
+    ([], "", "is empty"),  # click reads an empty variable as unset, which would turn authentication off
+    ([], " \t", "is empty"),
+    (["--api-key", " key"], None, "whitespace"),
+    (["--host", "0.0.0.0"], None, "--insecure-no-auth"),
+    (["--host", "::"], None, "--insecure-no-auth"),
+    (["--host", "example.org"], None, "--insecure-no-auth"),
+    (["--host", "0.0.0.0", "--insecure-no-auth", "--api-key", ""], None, "is empty"),
+])
+def test_unsafe_auth_settings_refuse_to_start(started, options, env, words):
+    result = CliRunner().invoke(app, ["serve", "--model", "m", *options], env={"VIDEOR1_API_KEY": env})
+    assert (result.exit_code, started) == (2, []), result.output
+    assert result.output.startswith("error: ") and words in result.output and result.output.count("\n") == 1
+
+
+def test_the_server_refuses_unsafe_settings_without_the_command_line_too():
+    for cfg, words in ((ServeConfig(model="m", api_key=""), "is empty"), (ServeConfig(model="m", host="::"), "::")):
+        with pytest.raises(ValueError, match=words):
+            serve_config(cfg)  # before loading anything: "m" is no model
+
+
+@pytest.mark.parametrize(("options", "env", "key"), [
+    ([], None, None),
+    (["--host", "localhost"], None, None),
+    (["--host", "127.0.0.2"], None, None),
+    (["--host", "::1"], None, None),
+    (["--host", "0.0.0.0", "--api-key", "k"], None, "k"),
+    (["--host", "0.0.0.0"], "from-env", "from-env"),
+    (["--host", "0.0.0.0", "--insecure-no-auth"], None, None),
+])
+def test_safe_auth_settings_start(started, options, env, key):
+    result = CliRunner().invoke(app, ["serve", "--model", "m", *options], env={"VIDEOR1_API_KEY": env})
+    assert result.exit_code == 0, result.output
+    assert [cfg.api_key for cfg in started] == [key]
 
 
 def test_annotate_against_the_served_model(server, tmp_path):

@@ -1,5 +1,9 @@
-"""The model worker: batches of compatible requests, per-request token limits, one bad request fails alone."""
+"""The model worker: batches of compatible requests, per-request token limits, one bad request fails alone.
 
+Requests whose client left are dropped from the queue, or stopped between tokens while their batch-mates run on.
+"""
+
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -13,6 +17,7 @@ from videor1.serve.errors import RequestError
 from videor1.serve.worker import GenerationWorker, Job, group_compatible
 
 TIMEOUT_S = 60
+LONG_TOKENS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +121,60 @@ def test_a_full_queue_or_a_stopped_worker_answers_503(tiny):
     orphan = never_started.submit(*tiny["image"], params)
     never_started.stop()
     assert "shutting down" in str(orphan.exception(0))  # a stopping server answers what it will not serve
+
+
+def wait_until(ready) -> None:
+    """Poll until `ready()` holds (bounded)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ready():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_a_cancelled_row_stops_between_tokens_and_its_batch_mates_are_served_unchanged(tiny):
+    worker = GenerationWorker(tiny["model"], tiny["processor"], max_batch_size=8, batch_wait_s=0, max_queue=16,
+                              max_prompt_tokens=10_000)
+    greedy = SamplingParams(LONG_TOKENS, 0.0)
+    short = SamplingParams(12, 0.0)
+    alone = generate_from_inputs(tiny["model"], tiny["processor"].tokenizer,
+                                 processor_inputs(tiny["processor"], *tiny["video"]), short)[0][0]
+    # one batch (equal sampling): the long image request is cancelled once it has started
+    left = worker.enqueue(Job(*tiny["image"], greedy, Future()))
+    kept = worker.enqueue(Job(*tiny["video"], short, Future()))
+    worker.start()
+    try:
+        wait_until(lambda: left.generated > 0)
+        worker.cancel(left)
+        error = left.future.exception(TIMEOUT_S)
+        assert isinstance(error, RequestError) and error.status == 499
+        # stopped at the next token, nowhere near its limit (the batch ran on only for what it still owed)
+        assert 0 < left.generated < LONG_TOKENS // 2
+        assert kept.future.result(TIMEOUT_S) == alone
+        assert (worker.cancelled, worker.requests, worker.batches) == (1, 1, 1)
+        assert worker.submit(*tiny["image"], SamplingParams(2, 0.0)).result(TIMEOUT_S).completion_tokens <= 2
+    finally:
+        worker.stop(TIMEOUT_S)
+
+
+def test_a_request_cancelled_in_the_queue_never_reaches_the_model(tiny):
+    worker = GenerationWorker(tiny["model"], tiny["processor"], max_batch_size=8, batch_wait_s=0, max_queue=16,
+                              max_prompt_tokens=10_000)
+    calls = []
+    hook = tiny["model"].register_forward_pre_hook(lambda module, args: calls.append(1))
+    params = SamplingParams(3, 0.0)
+    try:
+        queued = worker.enqueue(Job(*tiny["image"], params, Future()))
+        worker.cancel(queued)
+        assert queued.future.cancelled() and worker.cancelled == 1
+        # cancelled after the worker took it from the queue but before its batch was generated
+        taken = worker.enqueue(Job(*tiny["image"], params, Future()))
+        taken.cancelled.set()
+        worker.start()
+        error = taken.future.exception(TIMEOUT_S)
+        assert isinstance(error, RequestError) and error.status == 499
+        assert (worker.cancelled, worker.batches, worker.requests, calls) == (2, 0, 0, [])
+        assert worker.submit(*tiny["image"], params).result(TIMEOUT_S).completion_tokens <= 3
+        assert (worker.batches, worker.requests, worker.submitted) == (1, 1, 3) and calls
+    finally:
+        hook.remove()
+        worker.stop(TIMEOUT_S)

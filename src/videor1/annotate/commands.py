@@ -20,6 +20,7 @@ from videor1.serve.options import (
     Fps,
     ImageMaxPixels,
     ImageMinPixels,
+    MaxDecodePixels,
     MaxFrames,
     MinFrames,
     NFrames,
@@ -188,6 +189,7 @@ def annotate(
     video_max_pixels: VideoMaxPixels = None,
     image_min_pixels: ImageMinPixels = None,
     image_max_pixels: ImageMaxPixels = None,
+    max_decode_pixels: MaxDecodePixels = None,
 ) -> None:
     """Write <think> rationales with a teacher and keep those the rules accept; resumable; exit 1 if any failed."""
     values = dict(locals())  # every option, by its config field name

@@ -221,10 +221,11 @@ def _checkpoint_settings_ignored(model: Any) -> Iterator[None]:
         base.generation_config = checkpoint
 
 
-def _generate(model: Any, inputs: Any, config: GenerationConfig) -> Any:
+def _generate(model: Any, inputs: Any, config: GenerationConfig, stopping_criteria: Any = None) -> Any:
     """The package's only `model.generate` call: an output with `.sequences` [N, Lp + T] (`.scores` if asked)."""
+    extra = {} if stopping_criteria is None else {"stopping_criteria": stopping_criteria}
     with generation_mode(model), _checkpoint_settings_ignored(model):
-        return model.generate(**inputs, generation_config=config)
+        return model.generate(**inputs, generation_config=config, **extra)
 
 
 def _sampled_logprobs(scores: tuple[torch.Tensor, ...], ids: torch.Tensor) -> torch.Tensor:
@@ -278,8 +279,12 @@ def generate_from_inputs(
     *,
     num_return_sequences: int = 1,
     row_max_new_tokens: list[int] | None = None,
+    stopping_criteria: Any = None,
 ) -> list[list[GeneratedText]]:
-    """Completions for a batch of left-padded prompts: [P][num_return_sequences] GeneratedTexts."""
+    """Completions for a batch of left-padded prompts: [P][num_return_sequences] GeneratedTexts.
+
+    `stopping_criteria`: a transformers StoppingCriteriaList checked between tokens (the server's cancellation).
+    """
     num_prompts = inputs["input_ids"].shape[0]
     limits = row_max_new_tokens or [params.max_new_tokens] * num_prompts
     if len(limits) != num_prompts:
@@ -293,7 +298,7 @@ def generate_from_inputs(
         suppress_tokens=suppressed_token_ids(tokenizer), num_return_sequences=num_return_sequences,
     )
     inputs = inputs.to(next(model.parameters()).device)
-    out = _generate(model, inputs, config)
+    out = _generate(model, inputs, config, stopping_criteria)
     prompt_tokens = inputs["attention_mask"].sum(1).tolist()  # [P]
     ids = out.sequences[:, inputs["input_ids"].shape[1] :]  # [P*K, T]
     results: list[list[GeneratedText]] = []

@@ -1,10 +1,12 @@
 """The HTTP layer of `videor1 serve`: OpenAI-compatible `/v1/chat/completions`, `/v1/models` and `/health`.
 
 Bad input is answered with a 4xx and an OpenAI-style error body (`{"error": {"message", "type", "param",
-"code"}}`), never a 500. The API key and the body size are checked by a pure ASGI guard before anything
-reads or parses the body. Parsing, media decoding and prompt rendering run in a bounded thread pool, and
-generation runs in the single model worker, so the event loop only moves bytes and stays responsive
-(`/health` answers while a batch is generating).
+"code"}}`), never a 500. The API key and the declared body size are checked by a pure ASGI guard before
+anything reads the body, and a body without a declared size is bounded while it is read. Parsing, media
+decoding, prompt rendering and the prompt-length check run in a bounded thread pool, and generation runs in
+the single model worker, so the event loop only moves bytes and stays responsive (`/health` answers while a
+batch is generating) and an oversized prompt never costs the model worker anything. A client that
+disconnects has its request cancelled: dropped if it is still queued, stopped between tokens if it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videor1.models.generation import GeneratedText, SamplingParams
-from videor1.models.inputs import SampleMedia
-from videor1.serve.config import ServeConfig
+from videor1.models.inputs import SampleMedia, processor_inputs
+from videor1.serve.config import MIB, ServeConfig
 from videor1.serve.errors import RequestError
 from videor1.serve.messages import decode_media, parse_messages
-from videor1.serve.worker import GenerationWorker
+from videor1.serve.worker import CLIENT_LEFT, GenerationWorker, Job
 
 logger = logging.getLogger("videor1.serve")
 
@@ -55,7 +58,8 @@ def error_response(status: int, message: str, *, param: str | None = None, heade
 class ChatCompletionRequest(BaseModel):
     """The fields of an OpenAI chat-completion request that this server reads; others are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    # strict: lax mode would read `max_tokens: true` as 1 and `"stream": "yes"` as true
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
     messages: list[Any]
@@ -110,18 +114,31 @@ def _bearer_ok(scope: dict[str, Any], api_key: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), api_key.encode())
 
 
-async def _drain(receive: Receive) -> None:
-    """Read and discard the rest of a body: answering while the client still sends resets the connection."""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
+LINGER_BYTES = MIB
+"""After answering before the body was read, the server discards a body up to this size (declared by
+Content-Length) so that a client still sending can read the answer; a larger one closes the connection."""
+
+
+def _unread_body_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """Headers for an answer sent without reading the body: close the connection unless the body is small."""
+    headers = dict(scope.get("headers") or [])
+    declared = headers.get(b"content-length")
+    if headers.get(b"expect", b"").lower() == b"100-continue":
+        close = True  # the client waits for a 100 before sending the body and may never send it
+    elif declared is None:
+        close = b"transfer-encoding" in headers  # a chunked body of unknown size (none at all otherwise)
+    else:
+        close = not declared.isdigit() or int(declared) > LINGER_BYTES
+    # uvicorn discards the rest of a body that arrives after the answer, so a kept connection stays usable
+    return {"Connection": "close"} if close else {}
 
 
 class Guard:
-    """Pure ASGI middleware: the API key on /v1/* and a bound on the body, before the body is parsed."""
+    """Pure ASGI middleware: the API key on /v1/* and a bound on the body, before the body is read."""
 
     def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
+        if api_key is not None and not api_key.strip():
+            raise ValueError("an empty API key would turn authentication off")  # ServeConfig.auth_problem says so
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -129,9 +146,10 @@ class Guard:
             await self.app(scope, receive, send)
             return
         if self.api_key and scope["path"].startswith("/v1/") and not _bearer_ok(scope, self.api_key):
-            await _drain(receive)
+            # answered before a byte of the body is read: an unauthenticated client costs no reading
+            headers = {"WWW-Authenticate": "Bearer", **_unread_body_headers(scope)}
             await error_response(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                                 headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                                 headers=headers)(scope, receive, send)
             return
         body, problem = await self._read_body(scope, receive)
         if problem is not None:
@@ -149,25 +167,21 @@ class Guard:
         await self.app(scope, replay, send)
 
     async def _read_body(self, scope: dict[str, Any], receive: Receive) -> tuple[bytes, JSONResponse | None]:
-        too_large = error_response(413, f"request body exceeds {self.max_body_bytes} bytes")
+        too_large = f"request body exceeds {self.max_body_bytes} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _drain(receive)
-                return b"", error_response(400, "invalid Content-Length header")
-            if int(declared) > self.max_body_bytes:
-                await _drain(receive)
-                return b"", too_large
+                return b"", error_response(400, "invalid Content-Length header", headers={"Connection": "close"})
+            if int(declared) > self.max_body_bytes:  # refused before reading it
+                return b"", error_response(413, too_large, headers=_unread_body_headers(scope))
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return b"", None  # the client went away; the app sees the disconnect
             size += len(message.get("body", b""))
-            if size > self.max_body_bytes:  # a chunked body without Content-Length
-                if message.get("more_body", False):
-                    await _drain(receive)
-                return b"", too_large
+            if size > self.max_body_bytes:  # a chunked body without Content-Length: stop reading at the bound
+                return b"", error_response(413, too_large)  # uvicorn discards the rest for this authorised client
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(chunks), None
@@ -197,7 +211,7 @@ class ServerState:
 
 
 def _prepare(state: ServerState, messages: list[Any]) -> tuple[str, list[SampleMedia]]:
-    """Parse messages, decode their media and render the prompt (runs in a worker thread)."""
+    """Parse messages, decode their media, render the prompt and check its length (runs in a worker thread)."""
     cfg = state.cfg
     allowed = Path(cfg.allowed_media_dir) if cfg.allowed_media_dir else None
     parsed = parse_messages(messages, allowed_dir=allowed, max_media=cfg.max_media_per_request)
@@ -206,7 +220,22 @@ def _prepare(state: ServerState, messages: list[Any]) -> tuple[str, list[SampleM
         text = state.processor.apply_chat_template(parsed.messages, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # jinja raises its own types for conversations the template refuses
         raise RequestError(400, f"the chat template refused these messages: {exc}") from exc
+    # the full processor counts the vision tokens too; here a huge prompt costs a pool thread, not the model
+    # worker (which processes the batch again: cheap next to generating, and it keeps batches simple)
+    try:
+        tokens = int(processor_inputs(state.processor, [text], media)["attention_mask"].sum())
+    except Exception as exc:  # the processor raises many types for unusable inputs
+        raise RequestError(400, f"the request's inputs cannot be processed: {exc}") from exc
+    if tokens > cfg.max_prompt_tokens:
+        limit = cfg.max_prompt_tokens
+        raise RequestError(400, f"the prompt has {tokens} tokens (text and media); the limit is {limit}")
     return text, media
+
+
+async def _client_left(receive: Receive) -> None:
+    """Return once the client disconnects (the body has been read: the next message is the disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _completion_body(name: str, generation: GeneratedText) -> dict[str, Any]:
@@ -264,7 +293,8 @@ def create_app(state: ServerState) -> FastAPI:
         worker = state.worker
         return JSONResponse({
             "status": "ok", "model": state.name, "queued": worker.pending, "running": worker.running,
-            "batches": worker.batches, "requests": worker.requests,
+            "batches": worker.batches, "requests": worker.requests, "submitted": worker.submitted,
+            "cancelled": worker.cancelled,
         })
 
     @app.get("/v1/models")
@@ -273,14 +303,29 @@ def create_app(state: ServerState) -> FastAPI:
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat_completions(request: ChatCompletionRequest, connection: Request) -> Any:
         start = time.perf_counter()
         if request.model is not None and request.model != state.name:
             raise RequestError(404, f"model {request.model!r} is not served here; this server serves {state.name!r}",
                                param="model")
         params = sampling_params(request, state.cfg)
-        text, media = await anyio.to_thread.run_sync(_prepare, state, request.messages, limiter=state.limiter)
-        generation = await asyncio.wrap_future(state.worker.submit(text, media, params))
+        left = asyncio.ensure_future(_client_left(connection.receive))
+        job: Job | None = None
+        try:
+            text, media = await anyio.to_thread.run_sync(_prepare, state, request.messages, limiter=state.limiter)
+            if not left.done():  # a client that left while its media was decoded is not queued at all
+                job = state.worker.enqueue(Job(text, media, params, Future()))
+                result = asyncio.wrap_future(job.future)
+                await asyncio.wait({result, left}, return_when=asyncio.FIRST_COMPLETED)
+            if job is None or not result.done():
+                logger.info("the client left before its completion; the request is cancelled")
+                return error_response(CLIENT_LEFT, "the client closed the request")
+            generation = result.result()
+        finally:
+            left.cancel()
+            if job is not None and not job.future.done():  # the client left, or this handler was cancelled
+                state.worker.cancel(job)
+                result.cancel()  # nobody reads the 499 the worker may still set
         body = _completion_body(state.name, generation)
         logger.info(
             "%s: %d media, %d prompt + %d completion tokens (%s) in %.2f s", body["id"], len(media),

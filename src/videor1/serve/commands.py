@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from videor1.serve.options import (
     Fps,
     ImageMaxPixels,
     ImageMinPixels,
+    MaxDecodePixels,
     MaxFrames,
     MinFrames,
     NFrames,
@@ -24,6 +26,7 @@ from videor1.serve.options import (
 )
 
 _LIMITS = "Limits and batching"
+_KEY_ENV = "VIDEOR1_API_KEY"
 
 
 _opt = config_option(ServeConfig)
@@ -33,7 +36,10 @@ def serve(
     model: Annotated[str, typer.Option(help=described(ServeConfig, "model"))],
     host: Annotated[str | None, _opt("host")] = None,
     port: Annotated[int | None, _opt("port")] = None,
-    api_key: Annotated[str | None, _opt("api_key", envvar="VIDEOR1_API_KEY")] = None,
+    api_key: Annotated[str | None, _opt("api_key", envvar=_KEY_ENV)] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help=described(ServeConfig, "insecure_no_auth"))
+    ] = False,
     allowed_media_dir: Annotated[Path | None, _opt("allowed_media_dir")] = None,
     served_model_name: Annotated[str | None, _opt("served_model_name")] = None,
     max_body_bytes: Annotated[int | None, _opt("max_body_bytes", _LIMITS)] = None,
@@ -60,13 +66,20 @@ def serve(
     video_max_pixels: VideoMaxPixels = None,
     image_min_pixels: ImageMinPixels = None,
     image_max_pixels: ImageMaxPixels = None,
+    max_decode_pixels: MaxDecodePixels = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions with image_url and video_url parts)."""
     values = dict(locals())
     media = pop_media(values)
     for key in ("allowed_media_dir", "log_dir"):
         values[key] = str(values[key]) if values[key] is not None else None
+    if api_key is None and _KEY_ENV in os.environ:
+        values["api_key"] = os.environ[_KEY_ENV]  # click reads a set but empty variable as unset: refuse it below
     cfg = build_config(ServeConfig, {**values, "media": media})
+    problem = cfg.auth_problem()
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     if cfg.allowed_media_dir is not None and not Path(cfg.allowed_media_dir).is_dir():
         typer.echo(f"error: --allowed-media-dir {cfg.allowed_media_dir} is not a folder", err=True)
         raise typer.Exit(2)

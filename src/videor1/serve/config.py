@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from pydantic import Field
 
 from videor1.config import MediaConfig, StrictModel
 
 MIB = 2**20
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ServeConfig(StrictModel):
@@ -17,6 +29,7 @@ class ServeConfig(StrictModel):
     host: str = Field("127.0.0.1", description="interface to bind; loopback unless you mean to expose it")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
     api_key: str | None = Field(None, description="required as 'Authorization: Bearer KEY' when set")
+    insecure_no_auth: bool = Field(False, description="allow a non-loopback --host without an API key")
     allowed_media_dir: str | None = Field(None, description="local media paths are served only from here")
     max_body_bytes: int = Field(64 * MIB, gt=0, description="largest request body; larger ones get 413")
     max_media_per_request: int = Field(8, ge=0, description="images plus videos in one request")
@@ -37,6 +50,18 @@ class ServeConfig(StrictModel):
     )
     log_dir: str | None = Field(None, description="write serve.yaml (settings) and serve.log here")
     media: MediaConfig = Field(default_factory=MediaConfig, description="frame sampling and pixel budgets")
+
+    def auth_problem(self) -> str | None:
+        """Why these settings must not start: an unusable API key, or an exposed host without one."""
+        if self.api_key is not None and not self.api_key.strip():
+            # an empty key would silently turn authentication off
+            return "the API key (--api-key or VIDEOR1_API_KEY) is empty; give a real key or leave it unset"
+        if self.api_key is not None and self.api_key != self.api_key.strip():
+            return "the API key starts or ends with whitespace, which an Authorization header cannot carry"
+        if self.api_key is None and not self.insecure_no_auth and not is_loopback(self.host):
+            return (f"--host {self.host} is reachable from other machines: set --api-key (or VIDEOR1_API_KEY), "
+                    "or pass --insecure-no-auth to serve without authentication")
+        return None
 
     def public_dump(self) -> dict:
         """The settings with the API key masked, for logs and files."""

@@ -53,11 +53,12 @@ VideoMinPixels = _media("video_min_pixels", int)
 VideoMaxPixels = _media("video_max_pixels", int)
 ImageMinPixels = _media("image_min_pixels", int)
 ImageMaxPixels = _media("image_max_pixels", int)
+MaxDecodePixels = _media("max_decode_pixels", int)
 
 
 MEDIA_OPTIONS = (
     "fps", "min_frames", "max_frames", "nframes", "video_min_pixels", "video_max_pixels", "image_min_pixels",
-    "image_max_pixels",
+    "image_max_pixels", "max_decode_pixels",
 )
 """The media options above, by their MediaConfig field names (each command spells them in its signature)."""
 

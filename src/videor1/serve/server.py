@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 
 import yaml
 
-from videor1.models.inputs import vision_factor
+from videor1.models.inputs import processor_inputs, vision_factor
 from videor1.models.load import load_model, load_processor
 from videor1.serve.app import ServerState, create_app
-from videor1.serve.config import ServeConfig
+from videor1.serve.config import ServeConfig, is_loopback
 from videor1.serve.worker import GenerationWorker
 
 logger = logging.getLogger("videor1.serve")
@@ -27,16 +26,6 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build_state(cfg: ServeConfig) -> ServerState:
     """Load the model and processor and start the generation worker."""
     if cfg.torch_threads is not None:
@@ -46,6 +35,9 @@ def build_state(cfg: ServeConfig) -> ServerState:
     device = resolve_device(cfg.device)
     model = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, device=device)
     processor = load_processor(cfg.model)
+    # the first call sets the tokenizer's padding; done now, before request threads and the worker share it (a
+    # settings change while another thread tokenises raises "Already borrowed" in the Rust tokenizer)
+    processor_inputs(processor, ["warm-up"], [])
     worker = GenerationWorker(
         model, processor, max_batch_size=cfg.max_batch_size, batch_wait_s=cfg.batch_wait_s,
         max_queue=cfg.max_queue, max_prompt_tokens=cfg.max_prompt_tokens,
@@ -68,17 +60,20 @@ def _log_handlers(cfg: ServeConfig) -> list[logging.Handler]:
 
 
 def serve(cfg: ServeConfig) -> None:
-    """Run the server until interrupted."""
+    """Run the server until interrupted; ValueError when the settings would leave it open (see `auth_problem`)."""
     import uvicorn
 
+    problem = cfg.auth_problem()
+    if problem is not None:
+        raise ValueError(problem)
     handlers = _log_handlers(cfg)
     logger.setLevel(logging.INFO)
     for handler in handlers:
         logger.addHandler(handler)
     logger.info("settings: %s", cfg.public_dump())
-    if not is_loopback(cfg.host) and cfg.api_key is None:
-        logger.warning("listening on %s without --api-key: anyone who reaches this address can use the model",
-                       cfg.host)
+    if not is_loopback(cfg.host) and cfg.api_key is None:  # only with --insecure-no-auth
+        logger.warning("listening on %s without an API key (--insecure-no-auth): anyone who reaches this address "
+                       "can use the model", cfg.host)
     state = build_state(cfg)
     config = uvicorn.Config(create_app(state), host=cfg.host, port=cfg.port, log_level="info")
     server = uvicorn.Server(config)

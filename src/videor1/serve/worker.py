@@ -1,12 +1,19 @@
 """One model worker thread draining a queue: compatible requests are generated together in one batch.
 
-The HTTP layer decodes media and renders prompts, then hands a `Job` to `GenerationWorker.submit` and
-awaits its future; only this thread touches the model and the tokenizer. Each drain takes the requests
-waiting (up to `max_batch_size`), groups those with the same sampling parameters, and runs one
+The HTTP layer decodes media, renders prompts and checks their length, then hands a `Job` to
+`GenerationWorker.enqueue` and awaits its future; only this thread touches the model. Each drain takes the
+requests waiting (up to `max_batch_size`), groups those with the same sampling parameters, and runs one
 `processor_inputs` + `generate` per group. A request that breaks its batch (its inputs cannot be
 processed, its prompt is too long, generation raises) is isolated by serving the batch's requests one by
 one, so it fails alone with its own error and never takes the others down (the original Video-R1
 turned a whole batch into errors for one bad sample).
+
+A request whose client went away is cancelled (`GenerationWorker.cancel`): a queued one never reaches the
+model, and a running one is finished early by a stopping criterion that reads its flag between tokens. The
+criterion finishes rows one by one (a row also finishes at its own token limit), so a batch ends as soon as
+every row still wanted has its tokens: cancelling the longest request of a batch ends the batch early while
+the other rows are served unchanged. A finished row still rides along until its batch ends (HF `generate`
+cannot drop rows mid-batch), which costs compute but never time: the batch ends once no row is wanted.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import queue
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from videor1.models.generation import GeneratedText, SamplingParams, generate_from_inputs
 from videor1.models.inputs import SampleMedia, processor_inputs
@@ -26,7 +36,7 @@ from videor1.serve.errors import RequestError
 logger = logging.getLogger("videor1.serve")
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: equal prompts are still two requests
 class Job:
     """One chat request ready for the model: its rendered prompt, decoded media and sampling parameters."""
 
@@ -34,6 +44,35 @@ class Job:
     media: list[SampleMedia]
     params: SamplingParams
     future: Future[GeneratedText]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set when the client went away; the worker skips or stops the job."""
+    generated: int = 0
+    """Tokens generated for this job so far (written by the worker thread between tokens)."""
+
+
+CLIENT_LEFT = 499  # nginx's "client closed request": only logs see it, the client is gone
+
+
+class _RowStop(StoppingCriteria):
+    """Finishes each row once its job is cancelled or has its own token limit (HF stops when every row is done)."""
+
+    def __init__(self, jobs: list[Job], prompt_length: int) -> None:
+        self.jobs, self.prompt_length = jobs, prompt_length
+        self.stopped: list[bool] = [False] * len(jobs)
+        """Which jobs were cut short by their cancellation."""
+        for job in jobs:
+            job.generated = 0  # a job retried alone after its batch failed starts over
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        generated = input_ids.shape[1] - self.prompt_length
+        done = []
+        for i, job in enumerate(self.jobs):
+            limit = job.params.max_new_tokens
+            if not self.stopped[i] and job.generated < limit:  # the row is still being written
+                job.generated = min(generated, limit)
+                self.stopped[i] = job.cancelled.is_set() and job.generated < limit
+            done.append(self.stopped[i] or job.generated >= limit)
+        return torch.tensor(done, device=input_ids.device)  # [B]
 
 
 def group_compatible(jobs: Iterable[Job], max_batch_size: int) -> list[list[Job]]:
@@ -68,6 +107,11 @@ class GenerationWorker:
         """Requests answered so far."""
         self.running = 0
         """Requests in the batch being generated now."""
+        self.submitted = 0
+        """Requests accepted into the queue so far."""
+        self.cancelled = 0
+        """Requests dropped from the queue or stopped mid-generation because their client went away."""
+        self._count_lock = threading.Lock()  # `cancelled` is counted from the event loop and the worker thread
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -102,14 +146,39 @@ class GenerationWorker:
 
     def submit(self, text: str, media: list[SampleMedia], params: SamplingParams) -> Future[GeneratedText]:
         """Queue a request (also before `start`); RequestError 503 when the queue is full or the worker is gone."""
+        return self.enqueue(Job(text, media, params, Future())).future
+
+    def enqueue(self, job: Job) -> Job:
+        """Queue a job (keep it to `cancel` it); RequestError 503 when the queue is full or the worker is gone."""
         if self._stopping.is_set() or (self._thread.ident is not None and not self._thread.is_alive()):
             raise RequestError(503, "the model worker is not running")
-        job = Job(text, media, params, Future())
         try:
             self._queue.put_nowait(job)
         except queue.Full as exc:
             raise RequestError(503, "the server is busy: too many requests waiting; retry later") from exc
-        return job.future
+        self.submitted += 1  # only the event loop thread submits
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: a queued job never reaches the model, a running one stops at its next token."""
+        job.cancelled.set()
+        if job.future.cancel():  # it was still queued; a running job is counted when its generation stops
+            self._count_cancelled(1)
+
+    def _count_cancelled(self, n: int) -> None:
+        with self._count_lock:
+            self.cancelled += n
+
+    def _drop_cancelled(self, jobs: list[Job]) -> list[Job]:
+        """The jobs still wanted; those cancelled after leaving the queue are answered 499 here."""
+        wanted = []
+        for job in jobs:
+            if job.cancelled.is_set():
+                job.future.set_exception(RequestError(CLIENT_LEFT, "the client closed the request"))
+                self._count_cancelled(1)
+            else:
+                wanted.append(job)
+        return wanted
 
     def _drain(self) -> list[Job]:
         """Block for one job, then take whatever else arrives within `batch_wait_s` (a None wakes it to stop)."""
@@ -143,6 +212,9 @@ class GenerationWorker:
 
     def _serve(self, jobs: list[Job]) -> None:
         """Generate for one compatible batch; on any failure retry its jobs alone so only the culprit fails."""
+        jobs = self._drop_cancelled(jobs)
+        if not jobs:
+            return
         try:
             inputs = processor_inputs(self.processor, [j.text for j in jobs], [m for j in jobs for m in j.media])
         except Exception as exc:  # the processor raises many types for unusable inputs
@@ -162,11 +234,13 @@ class GenerationWorker:
             return
         # the jobs share a batch_key, so every knob but the token limit is the first job's
         params = replace(jobs[0].params, max_new_tokens=max(j.params.max_new_tokens for j in jobs))
+        rows = _RowStop(jobs, inputs["input_ids"].shape[1])
         self.running = len(jobs)
         try:
             results = generate_from_inputs(
                 self.model, self.processor.tokenizer, inputs, params,
                 row_max_new_tokens=[j.params.max_new_tokens for j in jobs],
+                stopping_criteria=StoppingCriteriaList([rows]),
             )
         except Exception as exc:  # out of memory, a device error: the server keeps serving the others
             logger.exception("generation failed for a batch of %d", len(jobs))
@@ -175,10 +249,16 @@ class GenerationWorker:
         finally:
             self.running = 0
         self.batches += 1
-        self.requests += len(jobs)
+        self.requests += len(jobs) - sum(rows.stopped)
         logger.debug("batch of %d: %d new tokens at most", len(jobs), params.max_new_tokens)
-        for job, (generation,) in zip(jobs, results, strict=True):
-            job.future.set_result(generation)
+        for job, (generation,), stopped in zip(jobs, results, rows.stopped, strict=True):
+            if stopped:
+                logger.info("stopped a request whose client left after %d of %d tokens", job.generated,
+                            job.params.max_new_tokens)
+                job.future.set_exception(RequestError(CLIENT_LEFT, "the client closed the request"))
+            else:
+                job.future.set_result(generation)
+        self._count_cancelled(sum(rows.stopped))
 
     def _isolate(self, jobs: list[Job], error: RequestError) -> None:
         if len(jobs) == 1:
