@@ -498,3 +498,30 @@ def test_overlong_penalty_boundaries():
     torch.testing.assert_close(hard, torch.tensor([0.0, -1.0]))
     with pytest.raises(ValueError, match="cache_tokens"):
         overlong_penalty(lengths, max_tokens=4, cache_tokens=8)
+
+
+def test_truncated_importance_weights_by_hand():
+    from videor1.rl.losses import truncated_importance_weights
+
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.2]]))
+    sampler = torch.log(torch.tensor([[0.25, 1.0, 0.1]]))  # ratios 2, 0.5, 2
+    mask = torch.tensor([[1, 1, 0]])
+    weights = truncated_importance_weights(old, sampler, mask, cap=1.5)
+    assert torch.allclose(weights, torch.tensor([[1.5, 0.5, 0.0]]))
+    with pytest.raises(ValueError, match="positive"):
+        truncated_importance_weights(old, sampler, mask, cap=0)
+
+
+def test_importance_weights_scale_the_policy_term_not_the_kl():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0]])
+    adv, mask = torch.tensor([1.0]), torch.tensor([[1, 1]])
+    plain, stats = grpo_loss(logp, logp.detach(), ref, adv, mask, kl_coef=0.1)
+    ones, _ = grpo_loss(logp, logp.detach(), ref, adv, mask, kl_coef=0.1, importance_weights=torch.ones(1, 2))
+    assert torch.allclose(plain, ones)
+    halved, halved_stats = grpo_loss(logp, logp.detach(), ref, adv, mask, kl_coef=0.1,
+                                     importance_weights=torch.full((1, 2), 0.5))
+    # ratio 1 on the first pass: the policy term per token is -A = -1, the sequence mean -1; halved: -0.5
+    assert float(stats["loss/policy"]) == pytest.approx(-1.0)
+    assert float(halved_stats["loss/policy"]) == pytest.approx(-0.5)
+    assert float(halved) - float(plain) == pytest.approx(0.5)  # the KL term is untouched

@@ -88,6 +88,9 @@ class _TwoProcesses:
         """Rows of both processes: this one's, then the other's (its key fingerprint, as reduce computes it)."""
         import zlib
 
+        if tensor.dim() == 3:  # the maxima
+            return torch.cat([tensor, self.other.maxima()[None]])
+
         keys = list(self.other._sums)
         other = torch.tensor([[len(keys), zlib.crc32("\n".join(keys).encode())]], dtype=torch.float64)
         return torch.cat([tensor, other])
@@ -121,3 +124,19 @@ def test_reduce_refuses_different_keys_on_two_processes():
     rank1 = _rank_bag(torch.tensor([0.0]), seconds=1.0, skipped=0)
     with pytest.raises(RuntimeError, match="metric keys differ between processes"):
         rank0.reduce(_TwoProcesses(rank1))
+
+
+def test_maximum_is_the_largest_value_and_none_without_any():
+    bag = MetricBag()
+    bag.maximum("gap", torch.tensor([0.1, 0.7]))
+    bag.maximum("gap", torch.tensor([0.3]))
+    bag.maximum("empty", torch.zeros(0))
+    assert bag.reduce() == {"gap": pytest.approx(0.7), "empty": None}
+
+
+def test_maximum_across_two_processes_is_the_largest_of_either():
+    rank0, rank1 = _rank_bag(torch.tensor([1.0]), 1.0, 0), _rank_bag(torch.tensor([0.0]), 1.0, 0)
+    rank0.maximum("engine/gap", torch.tensor([0.2, 0.1]))
+    rank1.maximum("engine/gap", torch.tensor([0.9]))
+    values = rank0.reduce(_TwoProcesses(rank1))
+    assert values["engine/gap"] == pytest.approx(0.9) and values["reward/accuracy"] == pytest.approx(0.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -210,6 +210,19 @@ class DataConfig(StrictModel):
     synthetic: SyntheticDataConfig | None = None
 
 
+class VLLMOptions(StrictModel):
+    """The colocated vLLM engine (generation.engine: vllm)."""
+
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of GPU memory vLLM may take")
+    enforce_eager: bool = Field(False, description="no torch.compile / CUDA graphs: fast start, slower decoding")
+    max_model_len: int | None = Field(None, gt=0, description="longest prompt + completion; None = the model's")
+    enable_sleep_mode: bool = Field(False, description="GPU: free vLLM's memory during each update")
+    check_prompts: bool = Field(True, description="stop when vLLM's first prompts differ from the HF processor's")
+    importance_cap: float | None = Field(
+        None, gt=0, description="truncated importance sampling: token weights min(pi_old / pi_vllm, cap); None = off"
+    )
+
+
 class GenerationConfig(StrictModel):
     """Sampling of rollouts (paper: temperature 1.0, top_p 0.95, 768 new tokens)."""
 
@@ -218,6 +231,8 @@ class GenerationConfig(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int | None = Field(None, gt=0)
     max_prompt_tokens: int = Field(16384, gt=0, description="longer prompts are skipped and counted")
+    engine: Literal["hf", "vllm"] = Field("hf", description="hf generate (the reference) or a colocated vLLM")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
 
 
 class RewardSpec(StrictModel):

@@ -197,6 +197,19 @@ POLICY_LOSSES: dict[str, PolicyLossSpec] = {
 """Loss type by name, as TRL / ms-swift / verl users know them."""
 
 
+def truncated_importance_weights(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Per-token min(π_old / π_sampler, cap) [N, T], 0 off the mask: truncated importance sampling (TIS).
+
+    When another engine sampled the rollouts (vLLM), its probabilities differ slightly from the trainer's;
+    weighting each token's policy term by the capped ratio corrects the bias, and the cap bounds the variance
+    (Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy RL training").
+    """
+    if cap <= 0:
+        raise ValueError(f"the importance weight cap must be positive, got {cap}")
+    ratio = torch.exp(old_logp.detach() - sampler_logp.detach())  # [N, T]
+    return ratio.clamp(max=cap) * mask.to(ratio.dtype)  # [N, T]
+
+
 def grpo_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -210,13 +223,15 @@ def grpo_loss(
     clip_high: float | None = None,
     max_tokens: int | None = None,
     num_tokens: float | None = None,
+    importance_weights: Tensor | None = None,
 ) -> tuple[Tensor, Stats]:
     """GRPO-family objective −[policy term − β·KL] (arXiv 2402.03300; Video-R1 T-GRPO, arXiv 2503.21776).
 
     Per-token policy loss of `loss_type` + kl_coef · k3 KL, aggregated by the loss type's mode. The KL term
     is skipped (and logged as 0) when ref_logp is None or kl_coef is 0; clip_low / clip_high None keep the
     loss type's defaults; max_tokens is needed by "dr_grpo"; num_tokens replaces the batch's own token count
-    in "token" aggregation (the trainer passes the step-wide count, see `aggregate`).
+    in "token" aggregation (the trainer passes the step-wide count, see `aggregate`); importance_weights [N, T]
+    (detached, e.g. `truncated_importance_weights`) scale each token's policy term, not the KL.
     """
     if loss_type not in POLICY_LOSSES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {sorted(POLICY_LOSSES)}")
@@ -229,6 +244,8 @@ def grpo_loss(
         clip_low=spec.clip_low if clip_low is None else clip_low,
         clip_high=spec.clip_high if clip_high is None else clip_high,
     )  # [N, T]
+    if importance_weights is not None:
+        policy = policy * importance_weights.detach()  # [N, T]
     if ref_logp is None or kl_coef == 0:
         per_token = policy  # [N, T]
         kl_mean = torch.zeros((), dtype=policy.dtype, device=policy.device)  # []

@@ -1,7 +1,8 @@
 """Per-step metrics, reduced across processes in one collective call.
 
-Three kinds: `add` (a mean over items, e.g. rewards), `per_process` (a local total averaged over processes,
-e.g. seconds spent generating) and `total` (summed everywhere, e.g. skipped samples). Every rank adds the
+Four kinds: `add` (a mean over items, e.g. rewards), `per_process` (a local total averaged over processes,
+e.g. seconds spent generating), `total` (summed everywhere, e.g. skipped samples) and `maximum` (the largest
+value anywhere, e.g. the log-prob gap between two engines). Every rank adds the
 same keys in the same order (a key with nothing to report adds count 0), so the reduction is one tensor;
 a mean whose total count is 0 (e.g. temporal/p in a step without video) is None, so every line has every key.
 """
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-Kind = Literal["mean", "per_process", "total"]
+Kind = Literal["mean", "per_process", "total", "maximum"]
 
 
 class MetricBag:
@@ -25,6 +26,10 @@ class MetricBag:
 
     def _accumulate(self, key: str, value: float, count: float, kind: Kind) -> None:
         self._kinds.setdefault(key, kind)
+        if kind == "maximum":
+            self._sums[key] = max(self._sums.get(key, float("-inf")), float(value))
+            self._counts[key] = self._counts.get(key, 0.0) + float(count)
+            return
         self._sums[key] = self._sums.get(key, 0.0) + float(value)
         self._counts[key] = count if kind != "mean" else self._counts.get(key, 0.0) + float(count)
 
@@ -44,6 +49,15 @@ class MetricBag:
         """Add to a total summed over processes (counts of skipped samples, mismatches)."""
         self._accumulate(key, value, 1.0, "total")
 
+    def maximum(self, key: str, values: torch.Tensor) -> None:
+        """The largest element of a tensor (possibly empty) joins `key`'s maximum over the step."""
+        self._accumulate(key, float(values.max()) if values.numel() else float("-inf"), values.numel(), "maximum")
+
+    def maxima(self) -> torch.Tensor:
+        """This process's `maximum` values in key order, [1, M] float64 (what `reduce` gathers)."""
+        values = [self._sums[k] for k in self._sums if self._kinds[k] == "maximum"]
+        return torch.tensor([values], dtype=torch.float64)
+
     def local(self, key: str) -> float:
         """This process's running sum for a key (0 if never added)."""
         return self._sums.get(key, 0.0)
@@ -52,12 +66,18 @@ class MetricBag:
         """The step's values over all processes."""
         keys = list(self._sums)
         pairs = torch.tensor([[self._sums[k], self._counts[k]] for k in keys], dtype=torch.float64)  # [K, 2]
+        is_max = torch.tensor([self._kinds[k] == "maximum" for k in keys], dtype=torch.bool)  # [K]
         if accelerator is not None and accelerator.num_processes > 1:
             _check_same_keys(keys, accelerator)
             pairs = accelerator.reduce(pairs.to(accelerator.device), reduction="sum").cpu()
+            if bool(is_max.any()):  # the summed maxima are meaningless: take the largest of any process instead
+                every = accelerator.gather(self.maxima()[None].to(accelerator.device)).cpu()  # [W, 1, M]
+                pairs[is_max, 0] = every.amax(dim=(0, 1))
         values: dict[str, float | None] = {}
         for key, (total, count) in zip(keys, pairs.tolist(), strict=True):
-            if self._kinds[key] == "total":
+            if self._kinds[key] == "maximum":
+                values[key] = total if count > 0 else None
+            elif self._kinds[key] == "total":
                 values[key] = total
             else:
                 values[key] = total / count if count > 0 else None

@@ -29,7 +29,13 @@ from accelerate.utils import gather_object
 
 from videor1.config import TrainConfig
 from videor1.data.dataset import load_dataset
-from videor1.models.generation import Completions, SamplingParams, generate_completions, suppressed_token_ids
+from videor1.models.generation import (
+    Completions,
+    SamplingParams,
+    eos_token_ids,
+    generate_completions,
+    suppressed_token_ids,
+)
 from videor1.models.inputs import (
     SampleMedia,
     load_sample_media,
@@ -46,6 +52,7 @@ from videor1.rl.data import Loaded, PromptStream
 from videor1.rl.groups import Groups, choose_groups
 from videor1.rl.grpo import ADVANTAGE_ESTIMATORS, grpo_loss
 from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
+from videor1.rl.losses import truncated_importance_weights
 from videor1.rl.metrics import MetricBag
 from videor1.rl.scoring import (
     evaluate_rewards,
@@ -112,6 +119,7 @@ class GRPOTrainer:
         )
         self.estimate = ADVANTAGE_ESTIMATORS[algo.advantage]
         self.estimator_kwargs = {"scale": algo.scale_rewards} if algo.advantage == "grpo" else {}
+        self._eos = eos_token_ids(model, self.processor.tokenizer)
         self.scorer = self.run.prepare(
             CompletionScorer(model, suppressed), num_updates=config.max_steps * algo.num_iterations,
             micro_batch_size=config.prompts_per_device,
@@ -119,6 +127,39 @@ class GRPOTrainer:
         self.run.restore()
         if self.run.checkpoint is not None:
             self.stream.load_state_dict(self.run.state["streams"][self.accelerator.process_index])
+        self.engine = self._vllm_engine() if config.generation.engine == "vllm" else None
+        self.prompts_checked = not config.generation.vllm.check_prompts
+
+    def _vllm_engine(self) -> Any:
+        """The colocated vLLM engine, holding the policy's current weights (a resumed run's included)."""
+        if self.cfg.generation.vllm.importance_cap is None:
+            self.log.info("generation.engine=vllm without generation.vllm.importance_cap: no off-policy correction")
+        from videor1.models.vllm_engine import VLLMEngine, VLLMSettings, policy_weights
+
+        options = self.cfg.generation.vllm
+        settings = VLLMSettings(
+            gpu_memory_utilization=options.gpu_memory_utilization, enforce_eager=options.enforce_eager,
+            max_model_len=options.max_model_len, enable_sleep_mode=options.enable_sleep_mode,
+        )
+        dtype = self.cfg.model.dtype if self.cfg.model.dtype != "auto" else "auto"
+        engine = VLLMEngine(self.cfg.model.name_or_path, self.processor, dtype=dtype, seed=self.cfg.seed + 1_000_003
+                            * self.accelerator.process_index, settings=settings)
+        engine.load_weights(policy_weights(self.policy))
+        return engine
+
+    def _sample(self, texts: list[str], media: list[SampleMedia], inputs: Any, n: int) -> Completions:
+        """n completions per prompt from the configured engine (vLLM from the same texts and decoded media)."""
+        if self.engine is None:
+            return generate_completions(self.policy, self.processor.tokenizer, inputs, self.sampling, num_generations=n)
+        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"],
+                                                                    strict=True)]
+        if not self.prompts_checked:  # the run's first prompts: EngineMismatch names the first difference
+            self.engine.check_prompts(texts, media, prompt_ids)
+            self.prompts_checked = True
+        completions = self.engine.completions(texts, media, self.sampling, n=n, eos_ids=self._eos,
+                                              prompt_ids=prompt_ids)
+        return Completions(completions.ids.to(self.run.device), completions.mask.to(self.run.device),
+                           completions.texts, completions.prompt_mismatches, completions.logprobs.to(self.run.device))
 
     @property
     def step(self) -> int:
@@ -256,19 +297,13 @@ class GRPOTrainer:
         algo = self.cfg.algorithm
         batch, texts, inputs = self._next_prompts(size, bag)
         start = time.perf_counter()
-        completions = generate_completions(
-            self.policy, self.processor.tokenizer, inputs, self.sampling, num_generations=algo.num_generations
-        )
+        completions = self._sample(texts, [item.media for item in batch], inputs, algo.num_generations)
         videos = [i for i, item in enumerate(batch) if item.sample.is_video]
         shuffled = None
         if algo.temporal and videos:
-            shuffled_inputs = processor_inputs(
-                self.processor, [texts[i] for i in videos], self._shuffled_media(batch, videos)
-            ).to(self.run.device)
-            shuffled = generate_completions(
-                self.policy, self.processor.tokenizer, shuffled_inputs, self.sampling,
-                num_generations=algo.num_shuffled,
-            )
+            video_texts, shuffled_media = [texts[i] for i in videos], self._shuffled_media(batch, videos)
+            shuffled_inputs = processor_inputs(self.processor, video_texts, shuffled_media).to(self.run.device)
+            shuffled = self._sample(video_texts, shuffled_media, shuffled_inputs, algo.num_shuffled)
         # every process adds every key, video or not, so the step's metrics reduce as one tensor
         bag.mean("rollout/shuffled_length", shuffled.lengths.float() if shuffled is not None else torch.zeros(0))
         bag.per_process("time/generation", time.perf_counter() - start)
@@ -357,11 +392,13 @@ class GRPOTrainer:
                     )
                     # one update per step when num_iterations is 1: the weights that sampled are the ones scored
                     old_logp = rollout.old_logp if rollout.old_logp is not None else logp.detach()
+                    weights = self._importance_weights(old_logp, completions, bag)
                     loss, stats = grpo_loss(
                         logp, old_logp, rollout.ref_logp, rollout.advantages, completions.mask,
                         loss_type=algo.loss_type, kl_coef=algo.kl_coef if self.use_kl else 0.0,
                         clip_low=algo.clip_low, clip_high=algo.clip_high,
                         max_tokens=self.cfg.generation.max_new_tokens, num_tokens=tokens_per_micro,
+                        importance_weights=weights,
                     )
                     bag.per_process("time/logprobs", time.perf_counter() - start)
                     start = time.perf_counter()
@@ -370,6 +407,25 @@ class GRPOTrainer:
                 for key, value in stats.items():
                     bag.add(key, float(value))
             self.run.optimizer_step(bag)
+            if self.engine is not None:  # the next rollouts sample from the weights just updated
+                from videor1.models.vllm_engine import policy_weights
+
+                self.engine.load_weights(policy_weights(self.policy))
+
+    def _importance_weights(self, old_logp: torch.Tensor, completions: Completions, bag: MetricBag) -> Any:
+        """TIS weights against the vLLM sampler (None on the HF engine or when off); logs the engines' gap."""
+        if self.engine is None:
+            return None
+        mask = completions.mask.bool()
+        gap = (old_logp.detach() - completions.logprobs).abs()[mask]  # trainer vs sampler, per token
+        bag.mean("engine/logprob_gap_mean", gap)
+        bag.maximum("engine/logprob_gap_max", gap)
+        cap = self.cfg.generation.vllm.importance_cap
+        if cap is None:
+            return None
+        weights = truncated_importance_weights(old_logp, completions.logprobs, completions.mask, cap)  # [N, T]
+        bag.mean("engine/importance_weight", weights[mask])
+        return weights
 
     def train_step(self) -> dict[str, float | None]:
         """One step: rollouts for every micro-batch, advantages over all of them, then the updates."""
