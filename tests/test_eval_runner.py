@@ -1,10 +1,12 @@
 """`videor1 eval` end to end on a tiny model: six benchmark files, one table, resume, isolation, rescoring, infer."""
 
+import importlib.util
 import json
 import shutil
 
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from videor1.config import MediaConfig
@@ -264,3 +266,34 @@ def test_infer_reads_the_answer_with_the_evaluation_parser(tiny_models, synth_ro
     assert result.exit_code == 0, result.output
     assert "It starts left and ends right." in result.output and "Answer: B. right" in result.output
     assert seen[0].problem_type == "multiple choice" and seen[0].options == ["A. left", "B. right"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed (test_vllm_eval.py)")
+def test_vllm_engine_without_vllm_names_the_install(synth_root, bench_files, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*eval_args("some/model", bench_files, synth_root, out, "mvbench"), "--engine", "vllm"])
+    assert result.exit_code == 2 and 'needs the vllm package, which is not installed: pip install -e ".[vllm]"' in \
+        result.output
+    assert not out.exists()  # refused before any folder is written
+    image = next((synth_root / "images").glob("*.png"))
+    result = runner.invoke(app, ["infer", "q", "--model", "some/model", "--image", str(image), "--engine", "vllm"])
+    assert result.exit_code == 2 and 'pip install -e ".[vllm]"' in result.output
+
+
+def test_engine_settings_are_checked_and_older_folders_resume_as_hf(tiny_models, synth_root, bench_files, scripted,
+                                                                     tmp_path):
+    out = tmp_path / "run"
+    args = eval_args(tiny_models(), bench_files, synth_root, out, "mvbench")
+    for extra, message in ((["--engine", "tgi"], "engine: Input should be 'hf' or 'vllm'"),
+                           (["--engine", "vllm", "--device", "cpu"], "device: for the hf engine only"),
+                           (["--engine", "vllm", "--repetition-penalty", "1.1"], "repetition_penalty: for the hf")):
+        refused = runner.invoke(app, [*args, *extra])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    assert runner.invoke(app, args).exit_code == 0
+    saved = out / "mvbench" / "config.yaml"
+    settings = yaml.safe_load(saved.read_text())
+    assert settings["engine"] == "hf"
+    del settings["engine"]  # a folder written before the engine was a setting: its predictions are the HF engine's
+    saved.write_text(yaml.safe_dump(settings, sort_keys=False))
+    assert runner.invoke(app, args).exit_code == 0
+    assert sum(len(batch) for batch in scripted) == 3  # the rerun resumed: nothing generated again

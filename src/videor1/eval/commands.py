@@ -9,11 +9,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from videor1.progress import count_columns
@@ -22,6 +23,10 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DECODE_HELP = "larger images or frames (width x height) are refused before decoding (default: 8192*8192)"
+# help is rich markup: escaped, or ".[vllm]" would print as "."
+ENGINE_HELP = escape('hf (transformers generate, default) or vllm (same prompts and media; needs the vllm package: '
+                     'pip install -e ".[vllm]" on GPUs, or the CPU venv of constraints-vllm.txt)')
+EAGER_HELP = "vllm engine: no torch.compile / CUDA graphs (starts in seconds, decodes slower)"
 
 eval_app = typer.Typer(
     help="Evaluate a model on video benchmarks (VSI-Bench, VideoMMMU, MMVU, MVBench, TempCompass, VideoMME).",
@@ -72,6 +77,14 @@ def _media_overrides(frames: int | None, fps: float | None, max_pixels: int | No
     return media
 
 
+def _vllm_options(enforce_eager: bool, gpu_memory_utilization: float | None,
+                  max_model_len: int | None) -> dict[str, Any] | None:
+    """EvalVLLMOptions fields from the flags given; None when none was."""
+    given = {"enforce_eager": enforce_eager or None, "gpu_memory_utilization": gpu_memory_utilization,
+             "max_model_len": max_model_len}
+    return {k: v for k, v in given.items() if v is not None} or None
+
+
 def _decoding(**given: Any) -> dict[str, Any]:
     """DecodingConfig fields from the flags given."""
     return {k: v for k, v in given.items() if v is not None}
@@ -93,7 +106,7 @@ def _bench_progress() -> Iterator[Any]:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -124,6 +137,14 @@ def evaluate(
     device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
     attn_implementation: Annotated[str | None, typer.Option(help="e.g. sdpa, flash_attention_2")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="default: the chat template's default")] = None,
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
+    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help=EAGER_HELP)] = False,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help="vllm engine: share of GPU memory it may take (default: 0.9)")
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="vllm engine: longest prompt + answer (default: the model's)")
+    ] = None,
     label: Annotated[str | None, typer.Option(help="row name in the table (default: model folder name)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many samples per benchmark")] = None,
     out: Annotated[str | None, typer.Option(help="output folder (default: runs/eval)")] = None,
@@ -156,6 +177,7 @@ def evaluate(
         raise _fail("give --media-root (one for all benchmarks, or one per --bench)")
     settings = {
         "model": model, "label": label, "dtype": dtype, "device": device, "attn_implementation": attn_implementation,
+        "engine": engine, "vllm": _vllm_options(enforce_eager, gpu_memory_utilization, max_model_len),
         "batch_size": batch_size, "system_prompt": system_prompt, "limit": limit, "out": out,
         "media": _media_overrides(frames, fps, max_pixels, image_max_pixels, frame_fps, max_decode_pixels),
         "decoding": _decoding(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
@@ -237,18 +259,23 @@ def infer(
     max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
     device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "hf",
+    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help=EAGER_HELP)] = False,
 ) -> None:
     """Answer one question about a video or an image; prints the reasoning and the answer."""
-    import torch
-
     from videor1.config import MediaConfig
-    from videor1.eval.config import DecodingConfig
+    from videor1.eval.config import DecodingConfig, Engine, EvalVLLMOptions
     from videor1.eval.infer import InferError, answer_question, build_sample
-    from videor1.eval.runner import pick_device
-    from videor1.models.load import load_model_and_processor
+    from videor1.eval.runner import EvalError, load_generator, vllm_missing
 
     if (video is None) == (image is None):
         raise _fail("give exactly one of --video or --image")
+    if engine not in get_args(Engine):
+        raise _fail(f"--engine must be hf or vllm, got {engine!r}")
+    if engine == "vllm" and (missing := vllm_missing()) is not None:
+        raise _fail(missing)
+    if engine == "vllm" and device is not None:
+        raise _fail("--device applies to the hf engine only; vLLM picks its own (CUDA_VISIBLE_DEVICES)")
     try:
         media = MediaConfig.model_validate(
             _media_overrides(frames, fps, max_pixels, image_max_pixels, max_decode_pixels=max_decode_pixels)
@@ -260,10 +287,12 @@ def infer(
                               problem_type)
     except (ValidationError, InferError) as exc:
         raise _fail(str(exc)) from exc
-    loaded, processor = load_model_and_processor(model, dtype=dtype, device=pick_device(device))
-    torch.manual_seed(decoding.seed)
     try:
-        result = answer_question(loaded, processor, sample, media, **decoding.model_dump(exclude={"seed"}))
+        with load_generator(model, engine, dtype=dtype, seed=decoding.seed, device=device,
+                            vllm=EvalVLLMOptions(enforce_eager=enforce_eager)) as (loaded, processor):
+            result = answer_question(loaded, processor, sample, media, **decoding.model_dump(exclude={"seed"}))
+    except EvalError as exc:
+        raise _fail(str(exc)) from exc
     except InferError as exc:
         raise _fail(str(exc), code=1) from exc
     console.print("[bold]Reasoning:[/bold]")

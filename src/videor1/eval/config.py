@@ -10,10 +10,15 @@ Frames and pixel budgets are per run: the paper evaluates at 16/32/64 frames sam
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from videor1.config import PIXEL_UNIT, MediaConfig, StrictModel
 from videor1.eval.benchmarks import get_benchmark
+
+Engine = Literal["hf", "vllm"]
+"""What generates: transformers' generate (the reference) or vLLM, fed the same prompts and decoded media."""
 
 EVAL_FRAMES = 16
 EVAL_VIDEO_MAX_PIXELS = 256 * PIXEL_UNIT
@@ -44,6 +49,14 @@ class BenchmarkRun(StrictModel):
     category_field: str | None = Field(None, description="column holding the category; None = the benchmark's own")
 
 
+class EvalVLLMOptions(StrictModel):
+    """The vLLM engine of an evaluation (engine: vllm); nothing else runs beside it, so it takes most of the GPU."""
+
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of GPU memory vLLM may take")
+    enforce_eager: bool = Field(False, description="no torch.compile / CUDA graphs: fast start, slower decoding")
+    max_model_len: int | None = Field(None, gt=0, description="longest prompt + completion; None = the model's")
+
+
 class EvalConfig(StrictModel):
     """A `videor1 eval` run."""
 
@@ -52,6 +65,10 @@ class EvalConfig(StrictModel):
     dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
     device: str | None = Field(None, description="None = the first CUDA device if there is one, else cpu")
     attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
+    engine: Engine = Field(
+        "hf", description="hf generate (the reference) or vLLM (same prompts and media; needs the vllm package)"
+    )
+    vllm: EvalVLLMOptions = Field(default_factory=EvalVLLMOptions)
     media: MediaConfig = Field(default_factory=eval_media)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     batch_size: int = Field(8, gt=0, description="samples per generate call")
@@ -65,6 +82,12 @@ class EvalConfig(StrictModel):
         keys = [get_benchmark(b.name).key for b in self.benchmarks]
         if len(set(keys)) != len(keys):
             raise ValueError(f"each benchmark may appear once, got {', '.join(keys)}")
+        if self.engine == "vllm":
+            # vLLM places the model itself (CUDA_VISIBLE_DEVICES), with its own kernels and no repetition penalty
+            hf_only = [name for name in ("device", "attn_implementation") if getattr(self, name) is not None]
+            hf_only += ["repetition_penalty"] * (self.decoding.repetition_penalty != 1.0)
+            if hf_only:
+                raise ValueError(f"{', '.join(hf_only)}: for the hf engine only, not with engine vllm")
         return self
 
     def row_label(self) -> str:
@@ -73,4 +96,4 @@ class EvalConfig(StrictModel):
 
 
 # Settings that change what a finished prediction would be: resuming under different ones would mix runs.
-RESUME_KEYS: tuple[str, ...] = ("model", "dtype", "media", "decoding", "system_prompt")
+RESUME_KEYS: tuple[str, ...] = ("model", "engine", "dtype", "media", "decoding", "system_prompt")

@@ -5,6 +5,9 @@ Media is decoded per sample before batching, so a bad file fails only its own sa
 by one, so only the culprit is recorded as failed. The original Video-R1 evaluation turned all 64 samples
 of a batch into "error" when one failed (DESIGN §4).
 
+The generator is the HF model, or an engine with a `texts` method (`TextEngine`: the vLLM engine), which
+gets the same rendered prompts and decoded media, so both paths share the isolation above.
+
 `answer_samples` / `summarize` serve SFT's held-out evaluation with greedy decoding; their scores reuse
 the reward functions' parsers and rules (one parser, two uses), so "accuracy" there is the number RL
 optimises. Benchmarks score the same generations with their own metrics (`videor1.eval.scoring`).
@@ -12,9 +15,9 @@ optimises. Benchmarks score the same generations with their own metrics (`videor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -27,6 +30,15 @@ from videor1.rewards import accuracy_score, extract_answer, is_well_formed
 
 ErrorKind = Literal["row", "media", "generation"]
 """Where a failed sample stopped: its row was invalid, its media would not decode, or generate raised."""
+
+
+@runtime_checkable
+class TextEngine(Protocol):
+    """A generation engine beside the HF model (`VLLMEngine`): one completion's text per rendered prompt."""
+
+    def texts(self, texts: Sequence[str], media: Sequence[SampleMedia], params: SamplingParams) -> list[str]:
+        """Completions of the prompts, special tokens dropped."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,14 @@ def generate_texts(
     repetition_penalty: float = 1.0,
     system_prompt: str | None = None,
 ) -> list[str]:
-    """One batched `generate` over decoded samples; temperature 0 is greedy. Raises on any failure."""
+    """One batched generation (HF model or TextEngine) of decoded samples; temperature 0 = greedy; raises on failure."""
     params = SamplingParams(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
     texts = [prompt_text(processor, s, system_prompt=system_prompt) for s in samples]
+    if isinstance(model, TextEngine):
+        outputs = model.texts(texts, media, params)
+        if len(outputs) != len(samples):  # an engine that mixed in other requests' outputs must not be trusted
+            raise RuntimeError(f"the engine answered {len(outputs)} prompts, {len(samples)} were asked")
+        return outputs
     inputs = processor_inputs(processor, texts, media)
     # texts keep <think>/<answer> (added, non-special tokens); pads and the end-of-turn token are dropped
     return [rows[0].text for rows in generate_from_inputs(model, processor.tokenizer, inputs, params)]

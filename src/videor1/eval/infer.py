@@ -79,7 +79,7 @@ def build_sample(media_path: Path, data_type: str, question: str, options: list[
 
 
 def answer_question(model: Any, processor: Any, sample: Sample, media: MediaConfig, **decoding: Any) -> Inference:
-    """Generate and parse the answer to one question; InferError when the media or generation fails."""
+    """Generate (HF model or vLLM engine) and parse the answer to one question; InferError when either fails."""
     generation = generate_batch(model, processor, [sample], media, **decoding)[0]
     if generation.error is not None:
         raise InferError(generation.error)

@@ -7,12 +7,15 @@ Layout of the output folder:
 Resume: a rerun reads predictions.jsonl and generates only the samples not in it, so a run killed midway
 loses nothing it finished (a line cut by the kill is dropped and redone). Failed samples (an invalid row,
 media that will not decode, a generate error) count as finished (scored 0, with their error and its
-kind) unless `retry_failed`. A rerun with other settings (model, frames, decoding…) into the same folder
-is refused rather than mixing two runs' predictions.
+kind) unless `retry_failed`. A rerun with other settings (model, engine, frames, decoding…) into the same
+folder is refused rather than mixing two runs' predictions.
+Engines: `hf` loads the model and generates with transformers (the reference); `vllm` loads only the
+processor and builds a `VLLMEngine` over the checkpoint, fed the same prompt texts and decoded media.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -30,7 +33,7 @@ from videor1.atomic import atomic_write_lines, atomic_write_text
 from videor1.config import save_config
 from videor1.data.schema import Sample
 from videor1.eval.benchmarks import Benchmark, Category, category_of, get_benchmark
-from videor1.eval.config import RESUME_KEYS, BenchmarkRun, EvalConfig
+from videor1.eval.config import RESUME_KEYS, BenchmarkRun, Engine, EvalConfig, EvalVLLMOptions
 from videor1.eval.data import BenchmarkData, EvalError, invalid_record, load_benchmark, row_category, sample_key
 from videor1.eval.generate import Generation, generate_batch
 from videor1.eval.report import RESULTS_JSON, write_benchmark, write_combined
@@ -41,6 +44,7 @@ CONFIG = "config.yaml"
 LOG = "eval.log"
 
 Progress = Callable[[str, int, int], None]
+VLLM_INSTALL = 'pip install -e ".[vllm]" on GPUs, or the CPU venv of constraints-vllm.txt'
 
 
 class PredictionStore:
@@ -115,12 +119,18 @@ def _resume_settings(cfg: EvalConfig, run: BenchmarkRun) -> dict[str, Any]:
     return {**data, "benchmark": benchmark}
 
 
+def _saved_settings(path: Path) -> dict[str, Any]:
+    """A benchmark folder's config.yaml; one written before `engine` was a setting came from the HF engine."""
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {"engine": "hf", **saved}
+
+
 def check_resumable(bench_dir: Path, settings: dict[str, Any]) -> None:
     """Refuse to add predictions to a folder whose earlier predictions came from other settings."""
     saved_path = bench_dir / CONFIG
     if not (bench_dir / PREDICTIONS).exists() or not saved_path.exists():
         return
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    saved = _saved_settings(saved_path)
     differ = sorted(key for key in settings.keys() | saved.keys() if settings.get(key) != saved.get(key))
     if differ:
         raise EvalError(
@@ -195,6 +205,40 @@ def pick_device(name: str | None) -> torch.device:
     return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
 
 
+def vllm_missing() -> str | None:
+    """Why the vllm engine cannot run here (the package is not installed), or None."""
+    if importlib.util.find_spec("vllm") is None:
+        return f"--engine vllm needs the vllm package, which is not installed: {VLLM_INSTALL}"
+    return None
+
+
+@contextmanager
+def load_generator(
+    model: str, engine: Engine, *, dtype: str, seed: int, device: str | None = None,
+    attn_implementation: str | None = None, vllm: EvalVLLMOptions | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """(generator, processor): the HF model on its device, or a vLLM engine over the checkpoint, closed on exit."""
+    from videor1.models.load import load_model_and_processor, load_processor
+
+    if engine == "hf":
+        loaded, processor = load_model_and_processor(model, dtype=dtype, attn_implementation=attn_implementation,
+                                                     device=pick_device(device))
+        torch.manual_seed(seed)
+        yield loaded, processor
+        return
+    if (missing := vllm_missing()) is not None:
+        raise EvalError(missing)
+    from videor1.models.vllm_engine import VLLMEngine, VLLMSettings
+
+    processor = load_processor(model)
+    settings = VLLMSettings(**(vllm or EvalVLLMOptions()).model_dump())
+    generator = VLLMEngine(model, processor, dtype=dtype, seed=seed, settings=settings)
+    try:
+        yield generator, processor
+    finally:
+        generator.close()
+
+
 def combined_results(
     cfg: EvalConfig, out: Path, summaries: dict[str, dict[str, Any]], excluded: dict[str, int]
 ) -> dict[str, Any]:
@@ -205,7 +249,7 @@ def combined_results(
         if bench_dir.name in benchmarks or not (bench_dir / RESULTS_JSON).exists():
             continue
         saved_path = bench_dir / CONFIG
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.exists() else {}
+        saved = _saved_settings(saved_path) if saved_path.exists() else {}
         if saved and all(saved.get(k) == current.get(k) for k in RESUME_KEYS):
             benchmarks[bench_dir.name] = json.loads((bench_dir / RESULTS_JSON).read_text(encoding="utf-8"))
     frames = cfg.media.nframes or cfg.media.max_frames
@@ -247,8 +291,8 @@ def run_eval(
 
     Invalid rows become failed predictions; with `strict` any invalid row stops the run before the model loads.
     """
-    from videor1.models.load import load_model_and_processor
-
+    if cfg.engine == "vllm" and (missing := vllm_missing()) is not None:
+        raise EvalError(missing)  # before any folder is written
     out = Path(cfg.out)
     loaded = [(run, load_benchmark(run, cfg.limit, strict=strict)) for run in cfg.benchmarks]
     for run, data in loaded:
@@ -259,17 +303,15 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG)
     with _run_log(out) as log:
-        device = pick_device(cfg.device)
-        log.info(f"evaluating {cfg.model} on {', '.join(data.bench.key for _, data in loaded)} ({device})")
-        model, processor = load_model_and_processor(
-            cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, device=device
-        )
-        torch.manual_seed(cfg.decoding.seed)
-        summaries = {
-            data.bench.key: _run_benchmark(model, processor, cfg, run, data, out / data.bench.key, log,
-                                           retry_failed=retry_failed, progress=progress)
-            for run, data in loaded
-        }
+        where = pick_device(cfg.device) if cfg.engine == "hf" else "vllm engine"
+        log.info(f"evaluating {cfg.model} on {', '.join(data.bench.key for _, data in loaded)} ({where})")
+        with load_generator(cfg.model, cfg.engine, dtype=cfg.dtype, seed=cfg.decoding.seed, device=cfg.device,
+                            attn_implementation=cfg.attn_implementation, vllm=cfg.vllm) as (model, processor):
+            summaries = {
+                data.bench.key: _run_benchmark(model, processor, cfg, run, data, out / data.bench.key, log,
+                                               retry_failed=retry_failed, progress=progress)
+                for run, data in loaded
+            }
         results = combined_results(cfg, out, summaries, {data.bench.key: data.excluded for _, data in loaded})
         write_combined(out, results)
     return results
