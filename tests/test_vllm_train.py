@@ -35,3 +35,18 @@ def test_tgrpo_with_the_vllm_engine_stays_on_policy(tmp_path, tiny_models, synth
         assert line["engine/importance_weight"] == pytest.approx(1.0, abs=1e-3)
     assert any(m["temporal/p"] is not None for m in lines)  # the shuffled group was sampled by vLLM too
     assert any(m["optim/grad_norm"] > 0 for m in lines[:-1])  # the weights pushed into vLLM did change
+
+
+def test_lora_adapters_reach_the_engine_merged(tmp_path, tiny_models, synth_root):
+    # LoRA B starts at zero: a large lr makes the adapters matter after one update, so a push that dropped
+    # them (or the base weights' names under peft) would show in the next steps' gap
+    cfg = config(tmp_path, tiny_models(), synth_root, "generation.engine=vllm", "generation.vllm.enforce_eager=true",
+                 "model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "optim.lr=0.05",
+                 "max_steps=3", 'rewards=[{name: "tests.toy_rewards:prefers_short"}, {name: accuracy}]',
+                 "algorithm.temporal=false")
+    trainer = GRPOTrainer(cfg)
+    trainer.train()
+    trainer.engine.close()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m["optim/grad_norm"] > 0 for m in lines[:-1])
+    assert all(m["engine/logprob_gap_max"] < 1e-3 for m in lines), lines

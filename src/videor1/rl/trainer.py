@@ -379,6 +379,8 @@ class GRPOTrainer:
     def _update(self, rollouts: list[Rollout], bag: MetricBag) -> None:
         """`num_iterations` optimizer updates, each over all of the step's micro-batches."""
         algo = self.cfg.algorithm
+        if self.engine is not None:  # with enable_sleep_mode (GPUs) vLLM's memory is the trainer's until the push
+            self.engine.sleep()
         # DAPO / CISPO token means are over every completion token of the step, on every process
         tokens_per_micro = self.run.tokens_per_micro(float(sum(r.completions.mask.sum() for r in rollouts)))
         for _ in range(algo.num_iterations):
