@@ -141,9 +141,9 @@ class GRPOTrainer:
             gpu_memory_utilization=options.gpu_memory_utilization, enforce_eager=options.enforce_eager,
             max_model_len=options.max_model_len, enable_sleep_mode=options.enable_sleep_mode,
         )
-        dtype = self.cfg.model.dtype if self.cfg.model.dtype != "auto" else "auto"
-        engine = VLLMEngine(self.cfg.model.name_or_path, self.processor, dtype=dtype, seed=self.cfg.seed + 1_000_003
-                            * self.accelerator.process_index, settings=settings)
+        seed = self.cfg.seed + 1_000_003 * self.accelerator.process_index  # each process samples its own
+        engine = VLLMEngine(self.cfg.model.name_or_path, self.processor, dtype=self.cfg.model.dtype, seed=seed,
+                            settings=settings)
         engine.load_weights(policy_weights(self.policy))
         return engine
 
