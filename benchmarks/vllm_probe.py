@@ -11,7 +11,8 @@ resizes) and prompts from `videor1.models.inputs.prompt_text`:
   c. greedy completions (vLLM, with and without a -100 logit bias on the vision tokens, vs the project's
      `generate_from_inputs`), and n=8 sampled completions whose sampler log-probs (`SamplingParams(logprobs=0)`,
      engine `logprobs_mode="processed_logprobs"`) are compared with `videor1.rl.logprobs.CompletionScorer`;
-     then again with vLLM's Qwen2/2.5-VL positions replaced by transformers 5's rule (`hf5_mrope_positions`);
+     then again with vLLM's Qwen2/2.5-VL positions replaced by transformers 5's rule (the engine's
+     `videor1.models.vllm_engine.hf_mrope_positions`);
   d. a fixed completion scored by vLLM (`prompt_logprobs=0`) vs the HF model, before and after an in-place
      weight update (`LLM.collective_rpc("reload_weights", kwargs={"weights_iterator": ...})`, the in-process
      worker's `reload_weights`, a full state dict, and a plain `model.load_weights`), and what a stale prefix
@@ -153,36 +154,6 @@ def first_diff(a: list[int], b: list[int]) -> dict[str, Any] | None:
     i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
     window = slice(max(0, i - 3), i + 6)
     return {"len_vllm": len(a), "len_hf": len(b), "at": i, "vllm": a[window], "hf": b[window]}
-
-
-def hf5_mrope_positions(self: Any, input_tokens: list[int], mm_features: list[Any]) -> tuple[Any, int]:
-    """vLLM's Qwen2/2.5-VL `get_mrope_input_positions` with transformers 5's rule for the text after a vision item.
-
-    vLLM (like the original Qwen code) resumes text at max(all three rows) + 1, so after a video whose scaled
-    temporal index outgrows its spatial grid the text starts later; transformers 5.x resumes at the item's start
-    + max(h, w) (merged units), whatever the temporal extent. Installed on the model instance to test the gap.
-    """
-    import numpy as np
-    import torch
-
-    parts: list[Any] = []
-    st = 0
-    current = 0
-    for offset, t, h, w, t_factor in self.iter_mm_grid_thw(mm_features):
-        text_len = offset - st
-        parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + current)
-        current += text_len
-        grid = np.indices((t, h, w))
-        if t_factor != 1.0:
-            grid[0] = (grid[0] * t_factor).astype(np.int64)
-        parts.append(grid.reshape(3, -1) + current)
-        current += max(h, w)
-        st = offset + t * h * w
-    if st < len(input_tokens):
-        text_len = len(input_tokens) - st
-        parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + current)
-    positions = np.concatenate(parts, axis=1).reshape(3, -1)
-    return torch.from_numpy(positions), int(positions.max() + 1 - len(input_tokens))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -451,7 +422,9 @@ def run_family(family: str, work: Path, *, eager: bool, device_normalize: bool) 
     patched = family in ("qwen2_vl", "qwen2_5_vl")
     result["hf5_positions_patch"] = patched
     if patched:
-        positions_fn["fn"] = types.MethodType(hf5_mrope_positions, model)
+        from videor1.models.vllm_engine import hf_mrope_positions
+
+        positions_fn["fn"] = types.MethodType(hf_mrope_positions, model)
         patched_rows = {}
         for kind, case in cases.items():
             captured.clear()

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.rows import good_row
+from tests.test_eval_runner import FLAGS, SMALL
 from videor1.config import MediaConfig
 from videor1.data.media import load_video
 from videor1.eval import generate as generate_module
@@ -26,9 +27,6 @@ app = typer.Typer()
 register(app)
 runner = CliRunner()
 
-SMALL = {"max_frames": 4, "video_min_pixels": 3136, "video_max_pixels": 3136, "image_min_pixels": 3136,
-         "image_max_pixels": 3136}
-FLAGS = ["--frames", "4", "--max-pixels", "3136", "--image-max-pixels", "3136", "--max-new-tokens", "8"]
 OPTIONS = ["A. left", "B. right", "C. up", "D. down"]
 
 

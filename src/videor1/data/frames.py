@@ -4,7 +4,7 @@ Benchmarks often ship pre-extracted frames instead of video files: MVBench's TVQ
 JPEG frames at 3 fps (`tvqa/frames_fps3_hq/<clip>/00001.jpg`), and Something-Something and NExT-QA
 extractions come the same way. Such a folder is read as a video whose frame i is the i-th file in
 natural name order, and it goes through the same window, too-short check and index sampling as
-`load_video` (`frame_window`, `sample_frame_indices`), so a folder and an mp4 with the same frame count
+`load_video` (`sampled_frames`), so a folder and an mp4 with the same frame count
 and fps give the same frame indices, timestamps and `sample_fps`, and temporal positions (the
 processor's time ids, answers about "when") stay right.
 
@@ -30,12 +30,10 @@ from videor1.data.media import (
     FrameSampling,
     MediaError,
     PixelBudget,
-    frame_window,
-    frames_needed,
     load_video,
     open_rgb,
     resize_frames,
-    sample_frame_indices,
+    sampled_frames,
     smart_resize,
 )
 
@@ -77,15 +75,7 @@ def load_frame_folder(folder: str | Path, sampling: FrameSampling, budget: Pixel
     if not files:
         raise MediaError(folder, f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in the folder")
     total = len(files)
-    try:
-        start_frame, end_frame = frame_window(total, fps, sampling)
-    except ValueError as e:
-        raise MediaError(folder, f"too short: {e}") from e
-    window_frames = end_frame - start_frame + 1
-    need = frames_needed(sampling)
-    if window_frames < need:
-        raise MediaError(folder, f"too short: {window_frames} frames, need at least {need}")
-    indices = sample_frame_indices(total, fps, sampling)
+    indices, window_frames = sampled_frames(folder, total, fps, sampling)
 
     size: tuple[int, int] | None = None
     decoded: dict[int, torch.Tensor] = {}

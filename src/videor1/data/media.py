@@ -292,6 +292,22 @@ def frames_needed(sampling: FrameSampling) -> int:
     return round(sampling.nframes / FRAME_FACTOR) * FRAME_FACTOR
 
 
+def sampled_frames(
+    path: str | Path, total_frames: int, video_fps: float, sampling: FrameSampling
+) -> tuple[list[int], int]:
+    """The frame indices to decode and the window's frame count; MediaError "too short" for a clip that cannot
+    give them (the one rule of video files and frame folders)."""
+    try:
+        start_frame, end_frame = frame_window(total_frames, video_fps, sampling)
+    except ValueError as e:
+        raise MediaError(path, f"too short: {e}") from e
+    window_frames = end_frame - start_frame + 1
+    need = frames_needed(sampling)
+    if window_frames < need:
+        raise MediaError(path, f"too short: {window_frames} frames, need at least {need}")
+    return sample_frame_indices(total_frames, video_fps, sampling), window_frames
+
+
 def sample_frame_indices(total_frames: int, video_fps: float, sampling: FrameSampling) -> list[int]:
     """Indices of the frames to sample: an even count >= 2, uniform over the window (qwen-vl-utils)."""
     start_frame, end_frame = frame_window(total_frames, video_fps, sampling)
@@ -567,15 +583,7 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *
         stream.codec_context.thread_count = threads
         if threads != 1:
             stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost here
-        try:
-            start_frame, end_frame = frame_window(info.total_frames, info.fps, sampling)
-        except ValueError as e:
-            raise MediaError(path, f"too short: {e}") from e
-        window_frames = end_frame - start_frame + 1
-        need = frames_needed(sampling)
-        if window_frames < need:
-            raise MediaError(path, f"too short: {window_frames} frames, need at least {need}")
-        indices = sample_frame_indices(info.total_frames, info.fps, sampling)
+        indices, window_frames = sampled_frames(path, info.total_frames, info.fps, sampling)
         try:
             size = smart_resize(
                 info.height,

@@ -8,6 +8,7 @@ reason (scored wrong, counted under `failed`), in the file's row order next to t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,25 +127,30 @@ def load_benchmark(run: BenchmarkRun, limit: int | None = None, *, strict: bool 
     return data
 
 
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def row_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a raw row, valid or not, gives its prediction record: media path, types, options and truth."""
+    key = media_field(dict(raw))
+    options, solution = raw.get("options"), raw.get("solution")
+    return {
+        "path": _text_or_none(raw.get(key)) if key in MEDIA_KEYS else None,
+        "data_type": _text_or_none(raw.get("data_type")),
+        "problem_type": _text_or_none(raw.get("problem_type")),
+        "options": options if isinstance(options, list) and all(isinstance(o, str) for o in options) else [],
+        "truth": (extract_answer(solution) or "") if isinstance(solution, str) else "",
+    }
+
+
 def invalid_record(invalid: InvalidRow, category: Category) -> dict[str, Any]:
     """The predictions.jsonl line of an invalid row: what the row gives of the record, and why it failed."""
     raw = invalid.raw if isinstance(invalid.raw, dict) else {}
-    key = media_field(raw)
-    options = raw.get("options")
-    solution = raw.get("solution")
     return {
-        "id": invalid.key,
-        "row": invalid.row,
-        "path": raw.get(key) if key in MEDIA_KEYS and isinstance(raw.get(key), str) else None,
-        "data_type": raw.get("data_type") if isinstance(raw.get("data_type"), str) else None,
-        "problem_type": raw.get("problem_type") if isinstance(raw.get("problem_type"), str) else None,
-        "category": category.name,
-        "category_source": category.source,
-        "options": options if isinstance(options, list) and all(isinstance(o, str) for o in options) else [],
-        "truth": (extract_answer(solution) or "") if isinstance(solution, str) else "",
-        "output": "",
-        "error": "invalid row: " + "; ".join(invalid.reasons),
-        "error_kind": "row",
+        "id": invalid.key, "row": invalid.row, **row_fields(raw),
+        "category": category.name, "category_source": category.source,
+        "output": "", "error": "invalid row: " + "; ".join(invalid.reasons), "error_kind": "row",
     }
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from videor1.data.schema import MEDIA_KEYS
 from videor1.eval.benchmarks import NUMERIC_TYPES, Benchmark, Category, category_from_row
+from videor1.eval.data import row_fields
 from videor1.eval.metrics import mean
 from videor1.rewards.answers import extract_answer
 
@@ -170,14 +170,9 @@ def original_record(bench: Benchmark, number: int, row: Any, field_name: str | N
         error = "eval_bench.py's batch failed: its output is the '<answer>error</answer>' placeholder"
         kind = "generation"
     solution = raw.get("solution")
-    options = raw.get("options")
     return {
-        "id": problem_id, "row": number,
-        "path": next((raw[k] for k in MEDIA_KEYS if isinstance(raw.get(k), str)), None),
-        "data_type": raw.get("data_type"), "problem_type": raw.get("problem_type"),
+        "id": problem_id, "row": number, **row_fields(raw),
         "category": category.name, "category_source": category.source,
-        "options": options if isinstance(options, list) and all(isinstance(o, str) for o in options) else [],
-        "truth": (extract_answer(solution) or "") if isinstance(solution, str) else "",
         "output": raw.get("output") if isinstance(raw.get("output"), str) else "",
         "error": error, "error_kind": kind,
         "file_reward": _float(raw.get("reward")),

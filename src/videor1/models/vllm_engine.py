@@ -15,7 +15,7 @@ of all three families; `benchmarks/vllm_probe.py`):
 - M-RoPE positions of Qwen2-VL / Qwen2.5-VL: vLLM resumes the text after a video at max(all three rows) + 1,
   transformers 5 at the item's start + max(h, w); where the scaled temporal index outgrows the spatial grid
   the two place the answer differently. The HF path is the one trained and scored, so vLLM takes its rule
-  (`_hf_mrope_positions`, installed on the model instance).
+  (`hf_mrope_positions`, installed on the model instance).
 Vision placeholder tokens are suppressed with a -100 logit bias, as the HF path suppresses them.
 
 Weights follow the policy in place (`load_weights`: vLLM's `reload_weights` through `collective_rpc`, then the
@@ -68,7 +68,7 @@ def _set_environment(settings: VLLMSettings) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
 
 
-def _hf_mrope_positions(self: Any, input_tokens: list[int], mm_features: list[Any]) -> tuple[Any, int]:
+def hf_mrope_positions(self: Any, input_tokens: list[int], mm_features: list[Any]) -> tuple[Any, int]:
     """vLLM's Qwen2/2.5-VL M-RoPE positions with transformers 5's rule for the text after a vision item."""
     import numpy as np
 
@@ -97,7 +97,7 @@ def _align_positions(worker: Any) -> bool:
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     if model_type not in _HF_POSITION_FAMILIES:
         return False
-    model.get_mrope_input_positions = types.MethodType(_hf_mrope_positions, model)
+    model.get_mrope_input_positions = types.MethodType(hf_mrope_positions, model)
     return True
 
 
