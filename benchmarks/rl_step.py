@@ -1,16 +1,24 @@
-"""Seconds per RL step and tokens per second, GRPO vs T-GRPO, on a tiny model and synthetic data.
+"""Seconds per RL step and per phase: the old paths against the new ones, and T-GRPO against GRPO, in one run.
 
-    python benchmarks/rl_step.py --steps 12 --prompts 2 --generations 8 --new-tokens 32
+    python benchmarks/rl_step.py                          # P=8, G=4, G~=2, 24 new tokens, 4 frames at 56x56
+    python benchmarks/rl_step.py --steps 12 --prompts 8 --generations 8
 
-Builds (or reuses) a tiny Qwen2.5-VL and a synthetic dataset under --work, runs each algorithm for
---steps steps and prints the median over steps after the first (warm-up) one. The T-GRPO step also
-generates G/2 completions on shuffled frames for every video prompt, which is its extra cost.
+Builds (or reuses) the demo's tiny Qwen2.5-VL and a synthetic dataset under --work, then trains four runs
+side by side in this process, one step of each in turn (so drift in the machine's speed hits all alike):
+
+    old T-GRPO   generation.engine=hf-generate  algorithm.scoring=full            (HF generate, full sequences)
+    new T-GRPO   generation.engine=hf           algorithm.scoring=shared_prefix   (lean sampler, shared prefix)
+    old GRPO / new GRPO   the same with algorithm.temporal=false
+
+and prints the median over steps after the first (warm-up) of each phase (`time/generation` the rollout,
+`time/logprobs` reference + policy log-probs, `time/backward`), the old/new ratio of each, each path's
+T-GRPO/GRPO step ratio, and the new T-GRPO step's seconds per prompt. The runs sample different tokens (the
+samplers draw differently), so completions lengths differ a little between old and new at the same step.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -18,38 +26,67 @@ from pathlib import Path
 from videor1.config import TrainConfig, load_config
 from videor1.rl.trainer import GRPOTrainer
 
+PHASES = ("perf/step_seconds", "time/generation", "time/logprobs", "time/backward", "time/media")
+RUNS = {
+    "old T-GRPO": ("hf-generate", "full", True),
+    "new T-GRPO": ("hf", "shared_prefix", True),
+    "old GRPO": ("hf-generate", "full", False),
+    "new GRPO": ("hf", "shared_prefix", False),
+}
+ORIGINAL_TGRPO_PER_PROMPT = 0.191  # s, Video-R1's own trainer at G=4, G~=2, 24 tokens, 4 frames (issue 17)
 
-def run(work: Path, name: str, temporal: bool, args: argparse.Namespace) -> dict[str, float]:
-    """Train for args.steps steps and return medians of the step's timing metrics."""
-    out = work / name
+
+def trainer(work: Path, name: str, args: argparse.Namespace) -> GRPOTrainer:
+    """A trainer for one of RUNS on the shared tiny model and data."""
+    engine, scoring, temporal = RUNS[name]
     overrides = [
-        f"output_dir={out}", f"max_steps={args.steps}", f"prompts_per_device={args.prompts}",
-        f"algorithm.num_generations={args.generations}", f"generation.max_new_tokens={args.new_tokens}",
-        f"algorithm.temporal={str(temporal).lower()}", "tensorboard=false", "save_every=100000",
+        f"output_dir={work / name.replace(' ', '-')}", f"max_steps={args.steps}", f"prompts_per_device={args.prompts}",
+        f"algorithm.num_generations={args.generations}", f"algorithm.num_shuffled={args.shuffled}",
+        f"generation.max_new_tokens={args.new_tokens}", f"algorithm.temporal={str(temporal).lower()}",
+        f"generation.engine={engine}", f"algorithm.scoring={scoring}", "tensorboard=false", "save_every=100000",
         f"model.name_or_path={work / 'tiny'}", f"data.train_file={work / 'synth' / 'train.json'}",
         f"data.media_root={work / 'synth'}",
     ]
-    GRPOTrainer(load_config(TrainConfig, args.config, overrides)).train()
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
-    keys = ["perf/step_seconds", "perf/tokens_per_s", "time/generation", "time/logprobs", "time/backward", "time/media"]
-    return {key: statistics.median(m[key] for m in lines) for key in keys}
+    return GRPOTrainer(load_config(TrainConfig, args.config, overrides))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tgrpo_tiny.yaml")
     parser.add_argument("--work", type=Path, default=None, help="folder for the tiny model, data and runs")
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--prompts", type=int, default=2)
-    parser.add_argument("--generations", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--shuffled", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=24)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="videor1-bench-"))
-    results = {name: run(work, name, temporal, args) for name, temporal in (("grpo", False), ("tgrpo", True))}
-    print(f"{args.steps} steps, P={args.prompts}, G={args.generations}, {args.new_tokens} new tokens; medians:")
-    print(f"{'':8}" + "".join(f"{k:>20}" for k in next(iter(results.values()))))
-    for name, values in results.items():
-        print(f"{name:8}" + "".join(f"{v:>20.3f}" for v in values.values()))
+    trainers = {name: trainer(work, name, args) for name in RUNS}
+    steps: dict[str, list[dict[str, float]]] = {name: [] for name in RUNS}
+    for step in range(args.steps):
+        for name, run in trainers.items():
+            metrics = run.train_step()
+            run.run.step += 1
+            if step:  # the first step of each run warms caches up
+                steps[name].append(metrics)
+    for run in trainers.values():
+        run.stream.close()
+        run.run.close()
+    median = {name: {key: statistics.median(m[key] for m in rows) for key in PHASES} for name, rows in steps.items()}
+    print(f"\n{args.steps - 1} steps after warm-up, P={args.prompts}, G={args.generations}, G~={args.shuffled}, "
+          f"{args.new_tokens} new tokens; median seconds per step")
+    print(f"{'':12}" + "".join(f"{key.split('/')[1]:>16}" for key in PHASES))
+    for name, values in median.items():
+        print(f"{name:12}" + "".join(f"{values[key]:16.3f}" for key in PHASES))
+    for algo in ("T-GRPO", "GRPO"):
+        old, new = median[f"old {algo}"], median[f"new {algo}"]
+        print(f"old/new {algo:7}" + "".join(f"{old[k] / max(new[k], 1e-9):15.2f}x" for k in PHASES))
+    for path in ("old", "new"):
+        ratio = median[f"{path} T-GRPO"]["perf/step_seconds"] / median[f"{path} GRPO"]["perf/step_seconds"]
+        print(f"{path} T-GRPO step / GRPO step: {ratio:.2f}x")
+    per_prompt = median["new T-GRPO"]["perf/step_seconds"] / args.prompts
+    print(f"new T-GRPO: {per_prompt:.3f} s per prompt; the original Video-R1 trainer: "
+          f"{ORIGINAL_TGRPO_PER_PROMPT:.3f} s (measured in issue 17), {ORIGINAL_TGRPO_PER_PROMPT / per_prompt:.2f}x")
 
 
 if __name__ == "__main__":

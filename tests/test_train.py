@@ -61,6 +61,21 @@ def test_tgrpo_steps_write_every_metric_and_a_loadable_checkpoint(tmp_path, tiny
     assert not torch.equal(model.lm_head.weight, start.lm_head.weight)
 
 
+def test_scoring_paths_give_the_same_step_and_hf_generate_still_trains(tmp_path, tiny_models, synth_root):
+    """The same seed samples the same completions; shared-prefix and full scoring must then agree on the step."""
+    runs = {}
+    for name, extra in {"shared": ["algorithm.scoring=shared_prefix"], "full": ["algorithm.scoring=full"],
+                        "generate": ["generation.engine=hf-generate", "max_steps=2"]}.items():
+        GRPOTrainer(config(tmp_path / name, tiny_models(), synth_root, "max_steps=1", "save_every=100", *extra)).train()
+        runs[name] = metrics(tmp_path / name / "run")
+    shared, full = runs["shared"][0], runs["full"][0]
+    assert shared["rollout/length"] == full["rollout/length"] and shared["reward/total"] == full["reward/total"]
+    for key in ("loss/total", "loss/policy", "loss/kl", "optim/grad_norm"):
+        assert shared[key] == pytest.approx(full[key], rel=1e-4, abs=1e-7), key
+    assert [m["step"] for m in runs["generate"]] == [1, 2]
+    assert all(m["rollout/prompt_mismatches"] == 0 for m in runs["generate"])
+
+
 def test_resume_is_exact(tmp_path, tiny_models, synth_root):
     toy = [f'rewards=[{{name: "{TOY_REWARD}"}}, {{name: accuracy}}]']
     straight = config(tmp_path / "a", tiny_models(), synth_root, "max_steps=6", *toy)

@@ -231,7 +231,11 @@ class GenerationConfig(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int | None = Field(None, gt=0)
     max_prompt_tokens: int = Field(16384, gt=0, description="longer prompts are skipped and counted")
-    engine: Literal["hf", "vllm"] = Field("hf", description="hf generate (the reference) or a colocated vLLM")
+    engine: Literal["hf", "hf-generate", "vllm"] = Field(
+        "hf",
+        description="hf: videor1's sampler on the HF model (each prompt prefilled once, ordered and shuffled rows "
+        "in one decode loop); hf-generate: HF generate, the reference; vllm: a colocated vLLM",
+    )
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
 
 
@@ -355,6 +359,11 @@ class AlgorithmConfig(StrictModel):
         ge=0, description="ratio clipped above at 1 + clip_high; default: the loss type's (LOSS_DEFAULTS)"
     )
     num_iterations: int = Field(1, ge=1, description="optimizer updates per rollout batch")
+    scoring: Literal["shared_prefix", "full"] = Field(
+        "shared_prefix",
+        description="log-probs with each prompt run once under its G completions (shared_prefix, needs SDPA "
+        "attention) or over G full prompt+completion sequences (full, the reference); the numbers are the same",
+    )
     length: LengthRewardConfig = Field(default_factory=LengthRewardConfig)
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)

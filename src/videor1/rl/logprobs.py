@@ -6,16 +6,26 @@ per-item features are then repeated for the N = P*G sequences and handed to the 
 `mm_encoder_outputs` (transformers 5), which skips the encoder and keeps Qwen3-VL's deepstack features.
 M-RoPE positions are computed by the model from the full sequence's ids and grids, exactly as during
 generation, so the scored tokens see the positions they were sampled with.
+
+Two ways to score (`algorithm.scoring`). `full` builds the N = P*G prompt+completion sequences, so every
+prompt token goes through the language model G times; it is the reference. `shared_prefix` packs each prompt
+once with its G completions after it (`videor1.rl.prefix_attention`) and numbers the completion tokens where
+the full sequence would have them (`videor1.models.positions`): the same log-probs and gradients (tested to
+fp32 rounding), with Lp + G*T tokens per group instead of G*(Lp + T).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from videor1.models.load import unwrap_peft
+from videor1.models.positions import completion_positions, prompt_positions
+from videor1.rl.prefix_attention import check_prefix_attention, layout_mask
+
+Scoring = Literal["shared_prefix", "full"]
 
 _REPEATED_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
@@ -70,6 +80,32 @@ def detach_vision(outputs: dict[str, Any]) -> dict[str, Any]:
     return detached
 
 
+def packed_inputs(
+    model: Any, prompt: dict[str, torch.Tensor], completion_ids: torch.Tensor, groups: int
+) -> dict[str, Any]:
+    """Model inputs for rows [prompt p | its G completions], each completion a block of width T (shared prefix)."""
+    num_prompts, prompt_len = prompt["input_ids"].shape
+    width = completion_ids.shape[1]
+    positions, next_position = prompt_positions(model, prompt)  # [3, P, Lp], [P]
+    # logits at position i predict token i + 1; a block's first token is predicted by the prompt's last one
+    predictors = torch.arange(groups * width, device=completion_ids.device) + prompt_len - 1
+    predictors[::width] = prompt_len - 1
+    return {
+        "input_ids": torch.cat([prompt["input_ids"], completion_ids.reshape(num_prompts, groups * width)], 1),
+        "attention_mask": layout_mask(prompt["attention_mask"], groups),
+        "position_ids": torch.cat([positions, completion_positions(next_position, width).repeat(1, 1, groups)], 2),
+        "logits_to_keep": predictors,
+    }
+
+
+def group_size(owners: list[int], num_prompts: int) -> int:
+    """G when sequence n continues prompt n // G for every n (prompt-major, equal groups); else ValueError."""
+    groups = len(owners) // max(num_prompts, 1)
+    if owners != [p for p in range(num_prompts) for _ in range(groups)]:
+        raise ValueError("shared-prefix scoring takes G completions per prompt, prompt-major; use scoring='full'")
+    return groups
+
+
 def sequence_inputs(
     prompt: dict[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor, owners: list[int],
     *, image_token_id: int, video_token_id: int,
@@ -99,12 +135,18 @@ class CompletionScorer(nn.Module):
 
     The log-probs are those of the distribution rollouts sample from: softmax(logits / temperature) over the
     vocabulary without the `suppressed` tokens (the vision placeholders, which generation never samples).
+    `scoring` picks the shared-prefix path or the full-sequence reference (module docstring).
     """
 
-    def __init__(self, model: nn.Module, suppressed: list[int] | None = None):
+    def __init__(self, model: nn.Module, suppressed: list[int] | None = None, *, scoring: Scoring = "full"):
         super().__init__()
+        if scoring not in ("shared_prefix", "full"):
+            raise ValueError(f"unknown scoring {scoring!r}; expected shared_prefix or full")
         self.model = model
         self.suppressed = list(suppressed or [])
+        self.scoring = scoring
+        if scoring == "shared_prefix":
+            check_prefix_attention(model)
 
     def forward(
         self,
@@ -117,22 +159,25 @@ class CompletionScorer(nn.Module):
         vision: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Log-probs [N, T] of completion tokens, and the per-prompt vision outputs used (for reuse)."""
-        config = unwrap_peft(self.model).config
-        inputs, orders = sequence_inputs(
-            prompt, completion_ids, completion_mask, owners,
-            image_token_id=config.image_token_id, video_token_id=config.video_token_id,
-        )
         if vision is None:
             vision = encode_vision(self.model, prompt)
         num_tokens = completion_ids.shape[1]
-        out = self.model(
-            **inputs,
-            mm_encoder_outputs=repeat_vision(vision, orders),
-            logits_to_keep=num_tokens + 1,
-            use_cache=False,
-        )
-        # logits at position i predict token i + 1: the last T+1 positions cover the T completion tokens
-        logits = out.logits[:, :-1].float() / temperature  # [N, T, V]
+        if self.scoring == "shared_prefix":
+            inputs = packed_inputs(self.model, prompt, completion_ids, group_size(owners, len(prompt["input_ids"])))
+            out = self.model(**inputs, mm_encoder_outputs=vision, use_cache=False)
+            logits = out.logits.reshape(len(owners), num_tokens, -1).float() / temperature  # [N, T, V]
+        else:
+            config = unwrap_peft(self.model).config
+            inputs, orders = sequence_inputs(
+                prompt, completion_ids, completion_mask, owners,
+                image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+            )
+            out = self.model(
+                **inputs, mm_encoder_outputs=repeat_vision(vision, orders), logits_to_keep=num_tokens + 1,
+                use_cache=False,
+            )
+            # logits at position i predict token i + 1: the last T+1 positions cover the T completion tokens
+            logits = out.logits[:, :-1].float() / temperature  # [N, T, V]
         if self.suppressed:  # the sampler renormalises over the tokens it may emit; so does the scorer
             logits[..., self.suppressed] = float("-inf")
         return selective_log_softmax(logits, completion_ids), vision  # [N, T]

@@ -46,6 +46,7 @@ from videor1.models.inputs import (
     temporal_patch_size,
     vision_factor,
 )
+from videor1.models.sampler import concat_inputs, sample_completions, split_completions
 from videor1.recipe import Recipe
 from videor1.rl.advantages import informative_groups, overlong_penalty
 from videor1.rl.data import Loaded, PromptStream
@@ -110,7 +111,8 @@ class GRPOTrainer:
         self.use_kl = config.algorithm.kl_coef > 0
         self.processor, model, reference = self.run.load_model(reference=self.use_kl)
         suppressed = suppressed_token_ids(self.processor.tokenizer)  # never sampled, so never scored
-        self.ref_scorer = CompletionScorer(reference, suppressed) if reference is not None else None
+        scoring = config.algorithm.scoring
+        self.ref_scorer = CompletionScorer(reference, suppressed, scoring=scoring) if reference is not None else None
         self._setup_data()
         algo = config.algorithm
         self.sampling = SamplingParams(
@@ -121,7 +123,7 @@ class GRPOTrainer:
         self.estimator_kwargs = {"scale": algo.scale_rewards} if algo.advantage == "grpo" else {}
         self._eos = eos_token_ids(model, self.processor.tokenizer)
         self.scorer = self.run.prepare(
-            CompletionScorer(model, suppressed), num_updates=config.max_steps * algo.num_iterations,
+            CompletionScorer(model, suppressed, scoring=scoring), num_updates=config.max_steps * algo.num_iterations,
             micro_batch_size=config.prompts_per_device,
         )
         self.run.restore()
@@ -160,6 +162,19 @@ class GRPOTrainer:
                                               prompt_ids=prompt_ids)
         return Completions(completions.ids.to(self.run.device), completions.mask.to(self.run.device),
                            completions.texts, completions.prompt_mismatches, completions.logprobs.to(self.run.device))
+
+    def _sample_together(self, inputs: Any, shuffled: tuple[Any, ...] | None, num_prompts: int,
+                         num_videos: int) -> tuple[Completions, Completions | None]:
+        """The lean sampler: G completions per prompt and G~ per shuffled video prompt, in one decode loop."""
+        G, G_shuffled = self.cfg.algorithm.num_generations, self.cfg.algorithm.num_shuffled
+        if shuffled is None:
+            return sample_completions(self.policy, self.processor.tokenizer, inputs, self.sampling,
+                                      [G] * num_prompts), None
+        merged = concat_inputs([inputs, shuffled[2]], self.processor.tokenizer.pad_token_id)
+        both = sample_completions(self.policy, self.processor.tokenizer, merged, self.sampling,
+                                  [G] * num_prompts + [G_shuffled] * num_videos)
+        ordered, shuffled_completions = split_completions(both, [G * num_prompts, G_shuffled * num_videos])
+        return ordered, shuffled_completions
 
     @property
     def step(self) -> int:
@@ -297,13 +312,17 @@ class GRPOTrainer:
         algo = self.cfg.algorithm
         batch, texts, inputs = self._next_prompts(size, bag)
         start = time.perf_counter()
-        completions = self._sample(texts, [item.media for item in batch], inputs, algo.num_generations)
         videos = [i for i, item in enumerate(batch) if item.sample.is_video]
-        shuffled = None
+        shuffled_prompt = None
         if algo.temporal and videos:
             video_texts, shuffled_media = [texts[i] for i in videos], self._shuffled_media(batch, videos)
             shuffled_inputs = processor_inputs(self.processor, video_texts, shuffled_media).to(self.run.device)
-            shuffled = self._sample(video_texts, shuffled_media, shuffled_inputs, algo.num_shuffled)
+            shuffled_prompt = (video_texts, shuffled_media, shuffled_inputs)
+        if self.cfg.generation.engine == "hf":
+            completions, shuffled = self._sample_together(inputs, shuffled_prompt, len(batch), len(videos))
+        else:
+            completions = self._sample(texts, [item.media for item in batch], inputs, algo.num_generations)
+            shuffled = None if shuffled_prompt is None else self._sample(*shuffled_prompt, algo.num_shuffled)
         # every process adds every key, video or not, so the step's metrics reduce as one tensor
         bag.mean("rollout/shuffled_length", shuffled.lengths.float() if shuffled is not None else torch.zeros(0))
         bag.per_process("time/generation", time.perf_counter() - start)

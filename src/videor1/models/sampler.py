@@ -1,0 +1,399 @@
+"""A lean sampler for RL rollouts: each prompt prefilled once, every completion decoded in one loop.
+
+HF `generate` repeats each prompt G times *before* the prefill, so a video prompt's frames go through the
+vision tower and the prompt through every layer G times; T-GRPO then calls it a second time for the
+shuffled-frame prompts, and every token passes through a list of Python logits processors. Here the U
+unique prompts are prefilled once (vision included), the KV cache is copied to `copies[u]` rows per prompt,
+and all N rows, ordered and shuffled alike (`concat_inputs`, `split_completions`), are decoded in one loop that
+samples with a few tensor ops. The cache gets room for the whole rollout up front, since HF's `DynamicLayer`
+concatenates (copying every cached token, in every layer, at every step), and rows that have finished leave
+the batch once they are a quarter of it.
+
+The distribution is HF `generate`'s with our `SamplingParams` (`videor1.models.generation`): vision
+placeholders suppressed, logits divided by the temperature, then top-k, then top-p with `TopPLogitsWarper`'s
+rule (a token is kept iff the mass ranked strictly above it is below top_p; the most likely token always is).
+Top-p looks at the few most likely tokens first and sorts the whole vocabulary only for rows whose nucleus
+reaches beyond them; the token is then drawn from the kept prefix by inverting its running sum, with one
+uniform per row. Greedy decoding (temperature 0) gives `generate`'s tokens. The log-probs returned are those
+`CompletionScorer` computes, softmax(logits / temperature) without the suppressed tokens and before
+truncation, so the trainer can compare the two.
+
+Positions never come from the model's stateful `rope_deltas`, which hold one value per prefilled prompt and
+which the model would spread over the N rows as if every prompt had the same number of copies: the prompts'
+M-RoPE positions are computed once by `prompt_positions`, and every completion token sits at
+`next_position + t` on all three axes, where the model itself puts it in a full prompt+completion sequence
+(and where the scorer scores it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from videor1.models.generation import (
+    Completions,
+    SamplingParams,
+    completion_mask,
+    eos_token_ids,
+    generation_mode,
+    suppressed_token_ids,
+)
+from videor1.models.load import unwrap_peft
+from videor1.models.positions import prompt_positions
+
+# Top-p looks at this many candidates before sorting a row's whole vocabulary: RL policies put almost all
+# their mass on far fewer tokens, so the full sort is the rare case.
+CANDIDATES = 64
+
+# Finished rows leave the decode batch once they are a quarter of it: each drop copies the cache, so waiting
+# for a share bounds the copies (to a few dozen for any batch), while long tails stop paying for done rows.
+_DROP_FRACTION = 4
+
+# Left-padded per prompt token; the value says what padding holds.
+_PADDED = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}
+# One row (or one value) per media item; items follow prompt order, so concatenation keeps them aligned.
+_MEDIA = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def scale_logits(logits: torch.Tensor, temperature: float, suppressed: torch.Tensor | None) -> torch.Tensor:
+    """[N, V] float32 logits / temperature with the suppressed ids at -inf: the scorer's distribution."""
+    scaled = logits.float()
+    if suppressed is not None and suppressed.numel():
+        # out of place: for float32 logits .float() returns the model's own tensor
+        scaled = scaled.index_fill(-1, suppressed, float("-inf"))
+    return scaled / temperature if temperature != 1.0 else scaled
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """Some rows' most likely tokens, most likely first; truncation keeps the first `count` of each row."""
+
+    rows: torch.Tensor | None  # [R] the rows described; None = all of them
+    ids: torch.Tensor  # [R, C] token ids in descending order of logit
+    cumulative: torch.Tensor  # [R, C] float64 running sum of their probabilities (after top-k)
+    count: torch.Tensor  # [R] kept tokens, >= 1
+
+
+def _ranked(
+    values: torch.Tensor, ids: torch.Tensor, log_total: torch.Tensor, top_p: float, rows: torch.Tensor | None,
+    limit: torch.Tensor | None,
+) -> _Ranked:
+    """Top-p over descending `values`: a token is kept iff the mass ranked strictly above it is < top_p."""
+    # float64 sums: a float32 running sum would quantise the tail tokens' share of the draw to its ulp
+    cumulative = (values - log_total).exp().double().cumsum(-1)  # [R, C]
+    if top_p < 1.0:
+        # TopPLogitsWarper removes the ascending `cumsum <= 1 - top_p`, i.e. keeps the mass above < top_p; the mass
+        # above only grows down the order, so the kept tokens are a prefix (the first always, its mass above is 0)
+        above = F.pad(cumulative[:, :-1], (1, 0))  # [R, C]
+        count = (above < top_p).sum(-1)
+        if limit is not None:
+            count = torch.minimum(count, limit)
+    else:
+        count = limit if limit is not None else torch.full_like(ids[:, 0], ids.shape[1])
+    return _Ranked(rows, ids, cumulative, count)
+
+
+def _truncate(scaled: torch.Tensor, log_total: torch.Tensor, top_k: int | None, top_p: float) -> list[_Ranked] | None:
+    """The kept tokens of each row under top-k then top-p (HF's rules); None when both are off."""
+    vocab = scaled.shape[-1]
+    k = min(top_k, vocab) if top_k else None
+    if k is None and top_p >= 1.0:
+        return None
+    if k is None and bool((scaled.amax(-1, keepdim=True) - log_total).exp().mul(CANDIDATES).lt(top_p).all()):
+        # every row too flat for the candidates to hold top_p (each holds at most the top token's share)
+        values, ids = scaled.sort(-1, descending=True)  # [N, V]
+        return [_ranked(values, ids, log_total, top_p, None, None)]
+    values, ids = torch.topk(scaled, k if k is not None else min(CANDIDATES, vocab))  # [N, K], descending
+    if k is not None:
+        # TopKLogitsWarper keeps every token tied with the k-th: top-p then renormalises over all of them
+        kth = values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        log_total = scaled.logsumexp(-1, keepdim=True)  # [N, 1]
+        limit = (scaled > float("-inf")).sum(-1)  # [N], > k only on ties with the k-th token
+        complete = limit == k
+    else:
+        limit = None
+        complete = torch.zeros_like(ids[:, 0], dtype=torch.bool)
+    head = _ranked(values, ids, log_total, top_p, None, limit)
+    # the candidates decide a row when they hold all of top-k's tokens, or already top_p of the mass (everything
+    # below them then has at least that much above it)
+    resolved = complete | (head.cumulative[:, -1] >= top_p) if top_p < 1.0 else complete
+    if bool(resolved.all()):
+        return [head]
+    # rows whose nucleus reaches past the candidates: the full-vocabulary sort HF does for every row
+    rows = (~resolved).nonzero().squeeze(1)
+    values, ids = scaled[rows].sort(-1, descending=True)  # [R, V]
+    tail = _ranked(values, ids, log_total[rows], top_p, rows, None if limit is None else limit[rows])
+    done = resolved.nonzero().squeeze(1)
+    head = _Ranked(done, head.ids[done], head.cumulative[done], head.count[done])
+    return [head, tail]
+
+
+def kept_mask(scaled: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
+    """[N, V] True on the tokens top-k then top-p keep (HF's warpers) from scaled logits."""
+    groups = _truncate(scaled, scaled.logsumexp(-1, keepdim=True), top_k, top_p)
+    mask = torch.isfinite(scaled)
+    if groups is None:
+        return mask
+    kept = torch.zeros_like(mask)
+    for group in groups:
+        rank = torch.arange(group.ids.shape[1], device=scaled.device)
+        part = torch.zeros_like(kept if group.rows is None else kept[group.rows])
+        part.scatter_(1, group.ids, rank < group.count[:, None])
+        if group.rows is None:
+            kept = part
+        else:
+            kept[group.rows] = part
+    return kept & mask
+
+
+def filter_logits(scaled: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
+    """Scaled logits with the tokens top-k/top-p remove at -inf, as HF's warpers leave them."""
+    return scaled.masked_fill(~kept_mask(scaled, top_k, top_p), float("-inf"))
+
+
+def _draw(group: _Ranked, uniform: torch.Tensor) -> torch.Tensor:
+    """[R] tokens drawn from each row's kept prefix by inverting its running sum at uniform [R] in [0, 1)."""
+    last = (group.count - 1)[:, None]  # [R, 1]
+    target = uniform[:, None] * group.cumulative.gather(1, last)  # [R, 1], within the kept mass
+    # right=True skips zero-probability tokens: their running sum equals the previous one
+    position = torch.searchsorted(group.cumulative, target, right=True).clamp(max=last)  # [R, 1]
+    return group.ids.gather(1, position).squeeze(1)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    suppressed: list[int] | torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of [N, V] logits, and its log-prob under the scorer's (untruncated) distribution."""
+    if params.repetition_penalty != 1.0:
+        raise ValueError(
+            f"the lean sampler has no repetition penalty (got {params.repetition_penalty}); RL rollouts use 1.0"
+        )
+    if suppressed is not None and not isinstance(suppressed, torch.Tensor):
+        suppressed = torch.tensor(suppressed, dtype=torch.long, device=logits.device)
+    scaled = scale_logits(logits, 1.0 if params.greedy else params.temperature, suppressed)
+    log_total = scaled.logsumexp(-1, keepdim=True)  # [N, 1], the scorer's normaliser
+    groups = None if params.greedy else _truncate(scaled, log_total, params.top_k, params.top_p)
+    if params.greedy:
+        tokens = scaled.argmax(-1)  # [N]
+        return tokens, scaled.gather(1, tokens[:, None]).squeeze(1) - log_total.squeeze(1)
+    # one uniform per row, whichever group decides it: the draw depends on the generator alone
+    uniform = torch.rand(scaled.shape[0], generator=generator, dtype=torch.float64, device=scaled.device)
+    if groups is None:
+        # the whole vocabulary in its own order: inverting the running sum needs no sort, and is several times
+        # cheaper than torch.multinomial on a CPU
+        cumulative = (scaled - log_total).exp().double().cumsum(-1)  # [N, V]
+        target = uniform[:, None] * cumulative[:, -1:]  # [N, 1]
+        # right=True skips zero-probability (suppressed) tokens: their running sum equals the previous one
+        tokens = torch.searchsorted(cumulative, target, right=True).clamp(max=scaled.shape[-1] - 1).squeeze(1)
+    else:
+        tokens = torch.empty_like(scaled[:, 0], dtype=torch.long)
+        for group in groups:
+            if group.rows is None:
+                tokens = _draw(group, uniform)
+            else:
+                tokens[group.rows] = _draw(group, uniform[group.rows])
+    logprobs = scaled.gather(1, tokens[:, None]).squeeze(1) - log_total.squeeze(1)  # [N]
+    return tokens, logprobs
+
+
+class _ReservedLayer(DynamicLayer):
+    """A `DynamicLayer` whose states sit in a buffer with room for every token of the rollout.
+
+    `DynamicLayer.update` concatenates, copying the whole cache once per layer per token; here a token is written
+    in place and the states are views of the buffer, so a step costs what its attention reads.
+    """
+
+    def __init__(self, layer: DynamicLayer, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.device, self.is_initialized = layer.device, True
+        self._allocate(layer.keys, layer.values)
+
+    def _allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        length = keys.shape[-2]
+        self._keys = keys.new_empty((*keys.shape[:2], max(self.capacity, length), keys.shape[-1]))
+        self._values = values.new_empty((*values.shape[:2], max(self.capacity, length), values.shape[-1]))
+        self._keys[:, :, :length] = keys
+        self._values[:, :, :length] = values
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new states after the cached ones and return all of them (views of the buffer)."""
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        if self.keys._base is not self._keys or end > self._keys.shape[-2]:
+            # the states were replaced by a method we do not override (reorder_cache...) or outgrew the buffer
+            self.capacity = max(self.capacity, end)
+            self._allocate(self.keys, self.values)
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the `indices` rows, room included."""
+        length = self.keys.shape[-2]
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+
+
+def _reserve_room(cache: Any, capacity: int) -> None:
+    """Give a plain `DynamicCache`'s layers room for `capacity` tokens; any other cache is left as it is."""
+    if type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_ReservedLayer(layer, capacity) for layer in cache.layers]
+
+
+def _cache_name(model: Any) -> str:
+    """The KV cache's argument and output name: `cache` from transformers 5.24, `past_key_values` before."""
+    parameters = inspect.signature(unwrap_peft(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    tokenizer: Any,
+    inputs: Mapping[str, Any],
+    params: SamplingParams,
+    copies: list[int],
+    *,
+    generator: torch.Generator | None = None,
+) -> Completions:
+    """`copies[u]` completions of each left-padded prompt u, prompt-major, with the scorer's log-probs.
+
+    `generator` (on the model's device) makes the draws reproducible; without it they use torch's global one.
+    """
+    if params.repetition_penalty != 1.0:
+        raise ValueError(
+            f"the lean sampler has no repetition penalty (got {params.repetition_penalty}); RL rollouts use 1.0"
+        )
+    device = _model_device(model)
+    prompt = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
+    num_prompts, prompt_len = prompt["input_ids"].shape
+    if len(copies) != num_prompts or min(copies, default=0) < 0 or sum(copies) == 0:
+        raise ValueError(f"copies must give a count >= 0 for each of the {num_prompts} prompts, got {copies}")
+    eos = eos_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id
+    suppressed = torch.tensor(suppressed_token_ids(tokenizer), dtype=torch.long, device=device)
+    eos_ids = torch.tensor(eos, device=device)
+    index = torch.repeat_interleave(torch.arange(num_prompts, device=device), torch.tensor(copies, device=device))
+    rows = index.numel()
+    steps = params.max_new_tokens
+
+    with generation_mode(model):
+        positions, next_position = prompt_positions(model, prompt)  # [3, U, Lp], [U]
+        # explicit positions: the model's rope_deltas (set by whatever ran before) are never read
+        out = model(**prompt, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache_name = _cache_name(model)
+        cache = out[cache_name]
+        cache.batch_select_indices(index)  # U prompt caches -> N rows, prompt u's copies consecutive
+        _reserve_room(cache, prompt_len + steps)
+        logits = out.logits[:, -1][index]  # [N, V]
+        del out
+
+        # every decode step's inputs are slices of these: no tensor is built per token but the token itself
+        mask = torch.cat([prompt["attention_mask"][index], prompt["attention_mask"].new_ones(rows, steps)], 1)
+        position = next_position[index].view(1, rows, 1).expand(3, rows, 1)  # [3, N, 1]
+        ids = torch.full((rows, steps), pad, dtype=torch.long, device=device)
+        logprobs = torch.zeros(rows, steps, device=device)
+        live = torch.arange(rows, device=device)  # the rows still in the batch, as indices of the N
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)  # [A] live rows past their EOS
+        done = 0
+        for t in range(steps):
+            tokens, logp = sample_next(logits, params, suppressed, generator)  # [A]
+            # rows past their EOS emit pad, as generate does; their log-probs are 0, as the mask says
+            tokens, logp = tokens.masked_fill(finished, pad), logp.masked_fill(finished, 0.0)
+            ids[live, t], logprobs[live, t] = tokens, logp
+            finished |= torch.isin(tokens, eos_ids)
+            done = t + 1
+            stopped = int(finished.sum())  # a host sync, as is top-p's choice between candidates and a full sort
+            if done == steps or stopped == live.numel():
+                break
+            if stopped * _DROP_FRACTION >= live.numel():
+                keep = (~finished).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, tokens, finished = live[keep], tokens[keep], finished[keep]
+                mask, position = mask[keep], position[:, keep]
+            out = model(
+                input_ids=tokens[:, None],
+                attention_mask=mask[:, : prompt_len + t + 1],
+                position_ids=position + t,
+                **{cache_name: cache},
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache, logits = out[cache_name], out.logits[:, -1]
+            del out
+    del cache
+
+    ids = ids[:, :done]  # pad after each row's EOS already: rows emit pad once finished
+    keep = completion_mask(ids, eos)  # [N, T]
+    return Completions(
+        ids=ids,
+        mask=keep,
+        texts=tokenizer.batch_decode(ids, skip_special_tokens=True),
+        prompt_mismatches=0,  # the prompts are never re-emitted, so they cannot differ
+        logprobs=logprobs[:, :done].masked_fill(keep == 0, 0.0),
+    )
+
+
+def split_completions(completions: Completions, sizes: list[int]) -> list[Completions]:
+    """Consecutive chunks of `sizes` rows, each cut to its longest completion (as if sampled alone)."""
+    if sum(sizes) != completions.ids.shape[0]:
+        raise ValueError(f"sizes {sizes} do not add up to {completions.ids.shape[0]} rows")
+    parts = []
+    start = 0
+    for size in sizes:
+        rows = slice(start, start + size)
+        # a chunk whose rows all stopped early would otherwise carry the other chunk's pad columns
+        width = int(completions.mask[rows].sum(1).max()) if size else 0
+        logprobs = completions.logprobs
+        parts.append(replace(
+            completions,
+            ids=completions.ids[rows, :width],
+            mask=completions.mask[rows, :width],
+            texts=completions.texts[rows],
+            prompt_mismatches=0,
+            logprobs=None if logprobs is None else logprobs[rows, :width],
+        ))
+        start += size
+    return parts
+
+
+def _left_pad(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
+    return F.pad(tensor, (length - tensor.shape[1], 0), value=value)
+
+
+def concat_inputs(parts: list[Mapping[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Processor outputs of several left-padded batches as one: prompts re-padded, media items concatenated."""
+    keys = {key for part in parts for key, value in part.items() if value is not None}
+    unknown = keys - set(_PADDED) - set(_MEDIA)
+    if unknown:
+        raise ValueError(f"cannot concatenate processor outputs with {', '.join(sorted(unknown))}")
+    length = max(part["input_ids"].shape[1] for part in parts)
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in _PADDED.items():
+        if key in keys:
+            fill = pad_token_id if value is None else value
+            merged[key] = torch.cat([_left_pad(part[key], length, fill) for part in parts], 0)
+    for key in _MEDIA:
+        present = [part[key] for part in parts if part.get(key) is not None]
+        if present:
+            merged[key] = torch.cat(present, 0)
+    return merged
