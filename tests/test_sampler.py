@@ -7,6 +7,8 @@ gives alone); truncation against HF's own warpers on random logits, and sampling
 chi-squared tests.
 """
 
+import copy
+
 import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
@@ -83,6 +85,20 @@ def test_greedy_tokens_equal_hf_generate(setup):
     assert torch.equal(completions.ids, reference)
     assert len(set(reference.flatten().tolist())) > 3  # the tokens depend on the prompt and the step
     assert completions.prompt_mismatches == 0
+
+
+def test_eager_attention_decodes_with_its_own_mask_format(setup):
+    """The 4-D decode mask is SDPA's; an eager model gets the 2-D one and still decodes generate's tokens."""
+    model, processor, inputs = setup
+    eager = copy.deepcopy(model)
+    eager.config.get_text_config()._attn_implementation = "eager"
+    params = SamplingParams(max_new_tokens=10, temperature=0)
+    eos = eos_token_ids(eager, processor.tokenizer)
+    config = build_generation_config(params, eos_token_id=eos, pad_token_id=processor.tokenizer.pad_token_id,
+                                     suppress_tokens=suppressed_token_ids(processor.tokenizer))
+    reference = _generate(eager, inputs, config).sequences[:, inputs["input_ids"].shape[1]:]
+    reference = reference.masked_fill(completion_mask(reference, eos) == 0, processor.tokenizer.pad_token_id)
+    assert torch.equal(sample_completions(eager, processor.tokenizer, inputs, params, [1, 1, 1]).ids, reference)
 
 
 def test_log_probs_equal_the_scorer_for_unequal_copies(setup):

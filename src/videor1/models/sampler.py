@@ -309,6 +309,10 @@ def sample_completions(
 
         # every decode step's inputs are slices of these: no tensor is built per token but the token itself
         mask = torch.cat([prompt["attention_mask"][index], prompt["attention_mask"].new_ones(rows, steps)], 1)
+        if unwrap_peft(model).config.get_text_config()._attn_implementation == "sdpa":
+            # as the 4-D [N, 1, 1, keys] mask SDPA takes for one query: transformers uses it as given instead of
+            # rebuilding it from the 2-D one at every step (eager and FlashAttention want their own formats)
+            mask = mask.bool()[:, None, None, :]
         position = next_position[index].view(1, rows, 1).expand(3, rows, 1)  # [3, N, 1]
         ids = torch.full((rows, steps), pad, dtype=torch.long, device=device)
         logprobs = torch.zeros(rows, steps, device=device)
@@ -332,7 +336,7 @@ def sample_completions(
                 mask, position = mask[keep], position[:, keep]
             out = model(
                 input_ids=tokens[:, None],
-                attention_mask=mask[:, : prompt_len + t + 1],
+                attention_mask=mask[..., : prompt_len + t + 1],
                 position_ids=position + t,
                 **{cache_name: cache},
                 use_cache=True,
