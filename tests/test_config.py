@@ -36,8 +36,8 @@ def test_overrides_merge_dotted_keys_with_yaml_values():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("algorithm.temporl=false", "algorithm.temporl: Extra inputs are not permitted"),
-        ("max_steps=many", "max_steps: Input should be a valid integer"),
+        ("algorithm.temporl=false", "unknown key algorithm.temporl: did you mean algorithm.temporal?"),
+        ("max_steps=many", "max_steps=many: Input should be a valid integer"),
         ("algorithm.loss_type=ppo", "loss_type must be one of grpo, dapo, dr_grpo, gspo, cispo"),
         ("no_equals_sign", "is not key=value"),
         ("max_steps.x=1", "max_steps is not a section"),
@@ -128,7 +128,7 @@ def test_clips_resolve_from_the_loss_type(loss_type, clips):
     assert _algorithm(f"loss_type={loss_type}", "clip_high=0.5").clip_high == 0.5
 
 
-@pytest.mark.parametrize("num_generations, num_shuffled", [(8, 4), (6, 3), (3, 1), (1, 1)])
+@pytest.mark.parametrize("num_generations, num_shuffled", [(8, 4), (6, 3), (3, 1), (2, 1)])
 def test_num_shuffled_is_half_of_g(num_generations, num_shuffled):
     assert _algorithm(f"num_generations={num_generations}").num_shuffled == num_shuffled
     assert _algorithm(f"num_generations={num_generations}", "num_shuffled=5").num_shuffled == 5

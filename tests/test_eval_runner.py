@@ -138,6 +138,27 @@ def test_comma_lists_and_a_rerun_with_other_settings_is_refused(tiny_models, syn
     assert bad.exit_code == 2 and "one --data per --bench" in bad.output
 
 
+def test_eval_run_takes_a_yaml_config_with_overrides_and_prints_plain_progress(tiny_models, synth_root,
+                                                                               bench_files, scripted, tmp_path):
+    """The flags' run as a config file, as `videor1 train` takes one; off a terminal, progress is plain lines."""
+    flags_out, config_out = tmp_path / "flags", tmp_path / "config"
+    flags = ["eval", "--model", str(tiny_models()), "--bench", "mvbench", "--data", str(bench_files["mvbench"]),
+             "--media-root", str(synth_root), "--out", str(flags_out), *FLAGS]
+    assert runner.invoke(app, flags).exit_code == 0
+    settings = {"model": str(tiny_models()), "out": str(tmp_path / "elsewhere"), "media": SMALL,
+                "decoding": {"max_new_tokens": 8},
+                "benchmarks": [{"name": "mvbench", "data": str(bench_files["mvbench"]), "media_root": str(synth_root)}]}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    result = runner.invoke(app, ["eval", "run", str(path), f"out={config_out}"])
+    assert result.exit_code == 0, result.output
+    assert "mvbench: 3/3 (100%)" in result.output  # CliRunner is no terminal: a line, not a bar
+    assert (json.loads((config_out / "mvbench" / "results.json").read_text())
+            == json.loads((flags_out / "mvbench" / "results.json").read_text()))
+    bad = runner.invoke(app, ["eval", "run", str(path), "decoding.temprature=0"])
+    assert bad.exit_code != 0 and "decoding.temprature" in str(bad.exception or bad.output)
+
+
 def config(model, files, root, out, name="vsibench", batch_size=2):
     return EvalConfig(
         model=str(model), dtype="float32", media=MediaConfig(**SMALL), batch_size=batch_size, out=str(out),

@@ -8,10 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from videor1.cli_errors import FriendlyGroup
+from videor1.cli_options import media_options, stage_media
+from videor1.config import MediaConfig
 from videor1.eval.commands import register as register_eval
+from videor1.export import register as register_export
 from videor1.serve.commands import register as register_serve
 
 if TYPE_CHECKING:  # the data layer pulls in torch; commands import what they need when they run
@@ -73,36 +77,30 @@ def _print_distribution(dataset: LoadedDataset) -> None:
 
 
 @data_app.command("validate")
+@media_options(MediaConfig)
 def data_validate(
     file: Annotated[Path, typer.Argument(help="JSON, JSONL, parquet or a datasets folder")],
     media_root: Annotated[Path, typer.Option(help="folder the rows' paths are relative to")],
-    check_media: Annotated[bool, typer.Option("--check-media", help="decode every image and video")] = False,
+    check_media: Annotated[
+        bool, typer.Option("--check-media", help="decode every image and video (with the training media settings)")
+    ] = False,
     require_process: Annotated[bool, typer.Option(help="rows must carry a <think> rationale (SFT data)")] = False,
-    fps: Annotated[float, typer.Option(help="video sampling rate for --check-media")] = 2.0,
-    min_frames: Annotated[int, typer.Option(help="fewest frames a video must give")] = 4,
-    max_frames: Annotated[int, typer.Option(help="most frames sampled per video")] = 16,
-    frame_fps: Annotated[
-        float | None, typer.Option(help="frame rate of frame folders without an fps column (default: 3.0)")
-    ] = None,
     benchmark: Annotated[
         bool, typer.Option("--benchmark", help="validate as an evaluation file (options may be a bare letter)")
     ] = False,
-    max_decode_pixels: Annotated[
-        int | None, typer.Option(help="larger images or frames are refused before decoding (default: 8192*8192)")
-    ] = None,
+    *,
+    media: dict,
 ) -> None:
     """Check every row (and with --check-media every file); exit 1 when anything is bad."""
-    from videor1.config import MediaConfig
     from videor1.data.dataset import DatasetError
     from videor1.data.validate import validate
 
-    given = {k: v for k, v in {"frame_fps": frame_fps, "max_decode_pixels": max_decode_pixels}.items() if v is not None}
-    media = MediaConfig(fps=fps, min_frames=min_frames, max_frames=max_frames, **given)
+    media_config = MediaConfig.model_validate(stage_media(MediaConfig(), media))  # bad values: FriendlyGroup's line
     rules = {"require_process": require_process, "benchmark": benchmark}
     try:
         if check_media:
             with _progress("decoding media") as progress:
-                report = validate(file, media_root, check=True, media=media, progress=progress, **rules)
+                report = validate(file, media_root, check=True, media=media_config, progress=progress, **rules)
         else:
             report = validate(file, media_root, **rules)
     except DatasetError as exc:
@@ -187,7 +185,7 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
     try:
         cfg = load_config(TrainConfig if kind == "train" else SFTConfig, config, overrides or [])
     except ConfigError as exc:
-        err_console.print(f"[red]config error:[/red] {exc}")
+        err_console.print(f"[red]config error:[/red] {escape(str(exc))}")  # values may hold [..]: not markup
         raise typer.Exit(2) from exc
     if kind == "train":
         from videor1.rl.trainer import GRPOTrainer as Recipe
@@ -254,6 +252,7 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="a videor1 run directory (
 
 
 register_eval(app)
+register_export(app)
 register_serve(app)
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def input_error_message(exc: BaseException) -> str | None:
     from videor1.data.media import MediaError
 
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+        return "; ".join(_validation_line(error) for error in exc.errors())
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text (byte {exc.start}): {exc.reason}"
     if isinstance(exc, OSError):
@@ -40,6 +40,16 @@ def input_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, (ValueError, DatasetError, MediaError, yaml.YAMLError)):
         return str(exc) or type(exc).__name__
     return None
+
+
+def _validation_line(error: Any) -> str:
+    """`key: reason` for one pydantic error; a config rule's message is already the whole line."""
+    from videor1.config_errors import RULE
+
+    if error["type"] == RULE:
+        return str((error.get("ctx") or {}).get("message", error["msg"]))
+    # pydantic prefixes a validator's own ValueError with "Value error, "; the reason reads better without it
+    return f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg'].removeprefix('Value error, ')}"
 
 
 class FriendlyGroup(TyperGroup):

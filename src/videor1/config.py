@@ -7,12 +7,16 @@ each stage's config holds its own `MediaConfig` instead of reading module consta
 from __future__ import annotations
 
 import copy
+import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
+
+from videor1.config_errors import Loc, dotted, error_lines, rule, unknown_locs, valid_keys
 
 if TYPE_CHECKING:  # media pulls in torch and PyAV; configs must stay cheap to import (CLI start-up)
     from videor1.data.media import FrameSampling, PixelBudget
@@ -98,7 +102,11 @@ class MediaConfig(StrictModel):
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not fit the typed config; names the key."""
+    """A config file or override that does not fit the typed config: one line naming each key and its fix."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()):
+        super().__init__(message)
+        self.problems: list[str] = list(problems) or [message]
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -115,36 +123,110 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"override {override!r}: {part} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            reason = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"override {override!r}: the value is not YAML ({reason})") from exc
     return merged
 
 
-def _format_errors(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "(root)"
-        lines.append(f"{key}: {error['msg']}")
-    return "; ".join(lines)
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error in one line, with where it is (PyYAML's own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"
+
+
+def _set_by_file(loc: Loc, file_data: dict[str, Any], overrides: list[str]) -> bool:
+    """Whether the value at loc came from the file (and no override replaced it or a key under it)."""
+    key = dotted(loc)
+    for override in overrides:
+        given = override.partition("=")[0].strip()
+        if given == key or given.startswith(f"{key}.") or key.startswith(f"{given}."):
+            return False
+    node: Any = file_data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _unknown_keys(cls: type[BaseModel], data: dict[str, Any]) -> set[str]:
+    """The dotted keys of data that cls does not have (its other errors aside)."""
+    try:
+        cls.model_validate(data)
+    except ValidationError as exc:
+        return {dotted(loc) for loc in unknown_locs(exc)}
+    return set()
+
+
+def _other_recipe(
+    cls: type[BaseModel], path: str | Path, file_data: dict[str, Any], overrides: list[str]
+) -> str | None:
+    """The line for a file written for another recipe (`videor1 train` given an SFT config); None otherwise."""
+    if cls not in RECIPES or not issubclass(cls, RecipeConfig):
+        return None
+    mine = _unknown_keys(cls, file_data)
+    for other in RECIPES:
+        if other is cls or not mine:
+            continue
+        theirs = _unknown_keys(other, file_data)
+        # the other recipe knows some keys this one refuses, and refuses none that this one knows
+        if theirs < mine:
+            keys = sorted(mine - theirs)
+            owned = f"{', '.join(keys)} {'are keys' if len(keys) > 1 else 'is a key'} of `videor1 {other.command}`"
+            command = shlex.join(["videor1", other.command, str(path), *overrides])
+            return f"{path} is {other.kind} ({owned}, not of `videor1 {cls.command}`): run `{command}`"
+    return None
+
+
+def _explain(
+    exc: ValidationError, cls: type[BaseModel], path: str | Path | None, file_data: dict[str, Any], overrides: list[str]
+) -> ConfigError:
+    """One ConfigError for a failed validation: each problem on its own clause, the file named where it set the key."""
+    if path is not None:
+        wrong_recipe = _other_recipe(cls, path, file_data, overrides)
+        if wrong_recipe is not None:
+            return ConfigError(wrong_recipe)
+    command, elsewhere = "videor1", None
+    if issubclass(cls, RecipeConfig) and cls in RECIPES:
+        command = f"videor1 {cls.command}"
+        # to say whose key it is when a key belongs to the other recipe
+        elsewhere = {f"videor1 {r.command}": frozenset(valid_keys(r)) for r in RECIPES if r is not cls}
+    lines = [
+        f"{path}: {problem.message}" if path is not None and _set_by_file(problem.loc, file_data, overrides)
+        else problem.message
+        for problem in error_lines(exc, cls, command, elsewhere)
+    ]
+    return ConfigError("; ".join(lines), lines)
 
 
 def load_config(cls: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:
-    """Load a YAML file into a typed config, apply dotted overrides; errors name the offending key."""
+    """Load a YAML file into a typed config, apply dotted overrides; each error is one line naming the key and fix."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a YAML file") from exc
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: {_yaml_problem(exc)}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded or {}
+    file_data = data
     data = apply_overrides(data, overrides or [])
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path or 'config'}: {_format_errors(exc)}") from exc
+        raise _explain(exc, cls, path, file_data, overrides or []) from exc
 
 
 def save_config(config: BaseModel, path: str | Path) -> None:
@@ -200,7 +282,9 @@ class SyntheticDataConfig(StrictModel):
 class DataConfig(StrictModel):
     """Training data in the Video-R1 schema."""
 
-    train_file: str = Field(..., description="JSON, JSONL, parquet or datasets folder")
+    train_file: str = Field(
+        ..., description="the training rows in the Video-R1 schema, as JSON, JSONL, parquet or a datasets folder"
+    )
     media_root: str = Field(..., description="folder the rows' paths are relative to")
     shuffle: bool = True
     max_failure_fraction: float = Field(
@@ -221,6 +305,12 @@ class VLLMOptions(StrictModel):
     importance_cap: float | None = Field(
         None, gt=0, description="truncated importance sampling: token weights min(pi_old / pi_vllm, cap); None = off"
     )
+
+
+def inference_media() -> MediaConfig:
+    """Media for answering (eval, infer, serve, annotate): the paper's evaluation budgets, 16 frames at 2 fps of
+    at most 256·28·28 pixels each; training keeps MediaConfig's own 128·28·28."""
+    return MediaConfig(max_frames=16, video_max_pixels=256 * PIXEL_UNIT)
 
 
 class GenerationConfig(StrictModel):
@@ -253,6 +343,17 @@ class LengthRewardConfig(StrictModel):
     min_tokens: int = Field(320, ge=0)
     max_tokens: int = Field(512, ge=0)
     bonus: float = 0.2
+
+    @model_validator(mode="after")
+    def _window(self) -> LengthRewardConfig:
+        if self.enabled and self.min_tokens > self.max_tokens:
+            raise rule(
+                "algorithm.length.min_tokens",
+                f"algorithm.length.min_tokens ({self.min_tokens}) exceeds algorithm.length.max_tokens "
+                f"({self.max_tokens}): no completion can earn the length bonus; swap them, or set "
+                "algorithm.length.enabled=false",
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -305,7 +406,7 @@ def _check_choice(key: str, value: Any) -> None:
     """Raise, naming the key, unless value is one of the algorithm key's choices."""
     allowed = _ALGORITHM_CHOICES[key]
     if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+        raise rule(f"algorithm.{key}", f"algorithm.{key} must be one of {', '.join(allowed)}, not {value!r}")
 
 
 class DynamicSamplingConfig(StrictModel):
@@ -368,12 +469,9 @@ class AlgorithmConfig(StrictModel):
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
 
-    @model_validator(mode="before")
     @classmethod
-    def _resolve_defaults(cls, data: Any) -> Any:
-        """Fill each knob that is missing or null from the preset, G and the loss type; given values win."""
-        if not isinstance(data, dict):
-            return data
+    def _resolution(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """What each resolvable knob is when left out, given the rest of the section."""
         fields = cls.model_fields
         preset = data.get("preset", fields["preset"].default)
         loss_type = data.get("loss_type", fields["loss_type"].default)
@@ -385,15 +483,74 @@ class AlgorithmConfig(StrictModel):
             # Dr.GRPO is defined without std scaling of the advantages (arXiv 2503.20783)
             "scale_rewards": "none" if loss_type == "dr_grpo" else "group",
         }
-        num_generations = data.get("num_generations", fields["num_generations"].default)
-        if isinstance(num_generations, int):  # otherwise num_generations itself fails validation
+        try:
+            num_generations = int(data.get("num_generations", fields["num_generations"].default))
+        except (TypeError, ValueError):
+            # num_generations itself fails validation; a stand-in keeps a second, misleading "missing" error away
+            resolved["num_shuffled"] = 1
+        else:
             resolved["num_shuffled"] = max(1, num_generations // 2)  # G~ = G/2 in the paper
+        return resolved
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_defaults(cls, data: Any) -> Any:
+        """Fill each knob that is missing or null from the preset, G and the loss type; given values win."""
+        if not isinstance(data, dict):
+            return data
+        resolved = cls._resolution(data)
         return {**data, **{key: value for key, value in resolved.items() if data.get(key) is None}}
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _given_knobs_matter(cls, data: Any, handler: ModelWrapValidatorHandler[AlgorithmConfig]) -> AlgorithmConfig:
+        """Refuse a knob given explicitly that the rest of the section ignores.
+
+        Declared after `_resolve_defaults`, so it wraps it and sees the data as given. A value equal to the one the
+        knob resolves to passes: a saved config spells out every resolved knob, and must load again.
+        """
+        config = handler(data)
+        if not isinstance(data, dict):
+            return config
+        resolved = cls._resolution(data)
+        given = {key: data[key] for key in ("num_shuffled", "scale_rewards") if data.get(key) is not None}
+        if "num_shuffled" in given and not config.temporal and config.num_shuffled != resolved["num_shuffled"]:
+            raise rule(
+                "algorithm.num_shuffled",
+                f"algorithm.num_shuffled={config.num_shuffled} has no effect with algorithm.temporal=false (only "
+                "T-GRPO samples shuffled-frame completions): drop it, or set algorithm.temporal=true",
+            )
+        scaled = config.scale_rewards != resolved["scale_rewards"]
+        if "scale_rewards" in given and config.advantage != "grpo" and scaled:
+            raise rule(
+                "algorithm.scale_rewards",
+                f"algorithm.scale_rewards={config.scale_rewards} has no effect with algorithm.advantage="
+                f"{config.advantage} (only the grpo estimator scales rewards): drop it, or set "
+                "algorithm.advantage=grpo",
+            )
+        return config
 
     @model_validator(mode="after")
     def _known(self) -> AlgorithmConfig:
         for key in _ALGORITHM_CHOICES:
             _check_choice(key, getattr(self, key))
+        return self
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> AlgorithmConfig:
+        if self.num_generations < 2:
+            raise rule(
+                "algorithm.num_generations",
+                f"algorithm.num_generations={self.num_generations}: a group of one has no advantage (each completion "
+                "is scored against its group's mean, so every advantage is 0 and nothing is learned); GRPO needs "
+                "2 or more, e.g. algorithm.num_generations=8",
+            )
+        if self.clip_low > 1:
+            raise rule(
+                "algorithm.clip_low",
+                f"algorithm.clip_low={self.clip_low}: the ratio is clipped below at 1 - clip_low, and a ratio is "
+                "never negative, so 1.0 already means no lower bound: use a value from 0 to 1 (e.g. 0.2)",
+            )
         return self
 
 
@@ -411,6 +568,11 @@ class OptimConfig(StrictModel):
 class RecipeConfig(StrictModel):
     """What every training recipe shares (`videor1 sft`, `videor1 train`): run dir, steps, model, data, optim."""
 
+    command: ClassVar[str] = ""
+    """The `videor1` sub-command that runs this recipe."""
+    kind: ClassVar[str] = "a training config"
+    """What a config file of this recipe is, in an error message."""
+
     output_dir: str = "runs/train"
     seed: int = 0
     max_steps: int = Field(1000, gt=0, description="training steps; each ends with one optimizer update")
@@ -422,11 +584,30 @@ class RecipeConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     save_every: int = Field(100, gt=0, description="checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(3, ge=1, description="keep the newest N checkpoints")
-    tensorboard: bool = True
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="metric trackers besides metrics.jsonl: tensorboard, wandb, mlflow (each an optional extra); "
+        "[] for none",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data: Any) -> Any:
+        """`tensorboard: true/false` (older configs and saved runs) adds TensorBoard to or drops it from report_to."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        enabled = data.pop("tensorboard")
+        trackers = [t for t in data.get("report_to", ["tensorboard"]) if t != "tensorboard"]
+        data["report_to"] = (["tensorboard"] + trackers) if enabled in (True, "true", "True", 1) else trackers
+        return data
 
 
 class TrainConfig(RecipeConfig):
     """A `videor1 train` run."""
+
+    command: ClassVar[str] = "train"
+    kind: ClassVar[str] = "a GRPO / T-GRPO config"
 
     max_steps: int = Field(1000, gt=0, description="rollout batches per process (x num_iterations updates)")
     prompts_per_device: int = Field(1, ge=1, description="P: prompts per process per micro-batch")
@@ -441,16 +622,21 @@ class TrainConfig(RecipeConfig):
     @model_validator(mode="after")
     def _temporal_needs_accuracy(self) -> TrainConfig:
         if self.algorithm.temporal and "accuracy" not in {r.name for r in self.rewards}:
-            raise ValueError("algorithm.temporal needs the accuracy reward in rewards")
+            raise rule(
+                "algorithm.temporal",
+                "algorithm.temporal needs the accuracy reward in rewards: add {name: accuracy} to rewards, or set "
+                "algorithm.temporal=false",
+            )
         return self
 
     @model_validator(mode="after")
     def _overlong_fits_generation(self) -> TrainConfig:
         overlong, max_new_tokens = self.algorithm.overlong, self.generation.max_new_tokens
         if overlong.enabled and overlong.cache_tokens > max_new_tokens:
-            raise ValueError(
-                f"algorithm.overlong.cache_tokens ({overlong.cache_tokens}) exceeds "
-                f"generation.max_new_tokens ({max_new_tokens})"
+            raise rule(
+                "algorithm.overlong.cache_tokens",
+                f"algorithm.overlong.cache_tokens ({overlong.cache_tokens}) exceeds generation.max_new_tokens "
+                f"({max_new_tokens}): lower it to at most {max_new_tokens}",
             )
         return self
 
@@ -469,6 +655,9 @@ class HeldOutConfig(StrictModel):
 class SFTConfig(RecipeConfig):
     """A `videor1 sft` run (the same override keys as `videor1 train` where they mean the same)."""
 
+    command: ClassVar[str] = "sft"
+    kind: ClassVar[str] = "an SFT config"
+
     output_dir: str = "runs/sft"
     max_steps: int = Field(1000, gt=0, description="optimizer steps")
     batch_size: int = Field(1, ge=1, description="samples per process per micro-batch")
@@ -476,3 +665,7 @@ class SFTConfig(RecipeConfig):
     eval: HeldOutConfig | None = None
     save_every: int = Field(500, gt=0, description="checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(2, ge=1, description="keep the newest N checkpoints")
+
+
+RECIPES: tuple[type[RecipeConfig], ...] = (TrainConfig, SFTConfig)
+"""The recipe configs, each run by `videor1 <command>`; a file written for one is recognised by the others."""

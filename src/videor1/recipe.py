@@ -105,7 +105,7 @@ class Recipe:
             json.loads((self.checkpoint / "trainer_state.json").read_text()) if self.checkpoint else {}
         )
         self.step: int = self.state.get("step", 0)
-        self.log = RunLog(self.out, enabled=self.is_main, tensorboard=config.tensorboard, resume_step=self.step)
+        self.log = RunLog(self.out, enabled=self.is_main, report_to=config.report_to, resume_step=self.step)
         self.log.save_config(config)
         self.optimizer: Any = None
         self.scheduler: Any = None
@@ -205,10 +205,12 @@ class Recipe:
 
     # ---- checkpoints, progress, end of run -----------------------------------------------------------------
     def save_checkpoint(self, model: Any, processor: Any, state: dict[str, Any]) -> Path:
-        """checkpoint-{step}: Auto-loadable model + processor, accelerate state, the recipe's own state."""
+        """checkpoint-{step}: Auto-loadable model + processor (and a LoRA run's adapter/), accelerate state, the
+        recipe's own state."""
         return save_checkpoint(
             self.accelerator, self.out / f"checkpoint-{self.step}", model, processor,
             config_file=self.out / "config.yaml", state={"step": self.step, **state}, keep=self.cfg.save_total_limit,
+            base_model=self.cfg.model.name_or_path,
         )
 
     def due_checkpoint(self) -> bool:
@@ -216,11 +218,16 @@ class Recipe:
         return self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps
 
     @contextmanager
-    def progress(self, label: str) -> Iterator[Callable[[int, float, float], None]]:
-        """A step bar on the main process: callback (step, value shown as `label`, seconds per step)."""
+    def progress(self, label: str = "value") -> Iterator[Callable[..., None]]:
+        """Step progress on the main process: callback (step, {name: value} or a value shown as `label`, seconds).
+
+        A bar on a terminal, plain lines otherwise; train.log gets the plain lines either way.
+        """
         from videor1.progress import step_progress
 
-        with step_progress(self.cfg.max_steps, self.step, enabled=self.is_main, label=label) as update:
+        with step_progress(
+            self.cfg.max_steps, self.step, enabled=self.is_main, label=label, log=self.log.info
+        ) as update:
             yield update
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
-"""A run directory: config, logs, metrics (JSONL + TensorBoard), rollouts, failures and checkpoints.
+"""A run directory: config, logs, metrics (JSONL + the trackers of `report_to`), rollouts, failures and checkpoints.
 
 Only the main process writes; every other process gets a logger that drops records. Checkpoints hold a
 model and processor loadable by `AutoModelForImageTextToText.from_pretrained`, plus the accelerate state
-(optimizer, scheduler, RNG) and the trainer's own state (step, data position) needed for an exact resume.
+(optimizer, scheduler, RNG) and the trainer's own state (step, data position) needed for an exact resume;
+a LoRA run's checkpoints hold the merged model there and the peft adapter under `adapter/`.
 A checkpoint is written under a hidden name and renamed once complete, and a resume cuts metrics.jsonl and
 rollouts.jsonl back through a temporary file and a rename, so a kill never leaves either half written.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,29 @@ from pydantic import BaseModel
 
 from videor1.atomic import atomic_write_lines, atomic_write_text, fsync_dir, fsync_tree
 from videor1.config import save_config
+from videor1.trackers import Tracker, check_available, open_trackers
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+ADAPTER_DIR = "adapter"  # a LoRA checkpoint's peft adapter, beside the merged model
 
 
 class RunLog:
     """Append-only records of one run; a no-op on non-main processes."""
 
-    def __init__(self, output_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0):
+    def __init__(
+        self, output_dir: str | Path, *, enabled: bool = True, report_to: Sequence[str] = ("tensorboard",),
+        resume_step: int = 0, tensorboard: bool | None = None,
+    ):
         self.dir = Path(output_dir)
         self.enabled = enabled
         self.logger = logging.getLogger(f"videor1.run.{self.dir}")
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
-        self._writer = None
+        self._trackers: list[Tracker] = []
+        if tensorboard is not None:  # the older switch: False drops TensorBoard, True adds it
+            report_to = [t for t in report_to if t != "tensorboard"] + (["tensorboard"] if tensorboard else [])
+        # on every process, so all of them stop at start alike rather than the others waiting on the main one
+        check_available(report_to)
         if not enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -45,16 +56,19 @@ class RunLog:
         # a resumed run rewrites history from its checkpoint: lines past it came from steps that are redone
         for name in ("metrics.jsonl", "rollouts.jsonl"):
             truncate_after_step(self.dir / name, resume_step)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = resume_step + 1 if resume_step else None
-            self._writer = SummaryWriter(str(self.dir / "tensorboard"), purge_step=purge)
+        try:
+            self._trackers = open_trackers(report_to, self.dir, resume_step=resume_step)
+        except BaseException:
+            self.close()
+            raise
 
     def save_config(self, config: BaseModel) -> None:
-        """Write the resolved config (every default spelled out)."""
+        """Write the resolved config (every default spelled out) and hand it to the trackers."""
         if self.enabled:
             save_config(config, self.dir / "config.yaml")
+            values = config.model_dump(mode="json")
+            for tracker in self._trackers:
+                tracker.log_config(values)
 
     def info(self, message: str) -> None:
         """A line in train.log."""
@@ -62,15 +76,12 @@ class RunLog:
             self.logger.info(message)
 
     def metrics(self, step: int, values: dict[str, float | None]) -> None:
-        """One line of metrics.jsonl (None for "nothing to measure this step") and TensorBoard scalars."""
+        """One line of metrics.jsonl (None for "nothing to measure this step") and the same values to each tracker."""
         if not self.enabled:
             return
         self._append("metrics.jsonl", {"step": step, **values})
-        if self._writer is not None:
-            for key, value in values.items():
-                if value is not None:
-                    self._writer.add_scalar(key, value, step)
-            self._writer.flush()
+        for tracker in self._trackers:
+            tracker.log(step, values)
 
     def records(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Append rows to a JSONL file of the run (rollouts.jsonl, failures.jsonl, ...)."""
@@ -83,9 +94,10 @@ class RunLog:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        """Flush and close TensorBoard and the log file."""
-        if self._writer is not None:
-            self._writer.close()
+        """Close the trackers (a wandb run is finished, an MLflow run marked done) and the log file."""
+        trackers, self._trackers = self._trackers, []
+        for tracker in trackers:
+            tracker.close()
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
@@ -147,22 +159,45 @@ def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def save_pretrained_model(model: Any, processor: Any, path: Path) -> None:
-    """Save a model loadable by the Auto classes; LoRA adapters are merged into a copy first."""
+def save_pretrained_model(model: Any, processor: Any, path: Path, *, base_model: str | None = None) -> None:
+    """Save a model loadable by the Auto classes; a LoRA model is merged into a copy, its adapter kept in adapter/."""
     import copy
 
     to_save = model
     if hasattr(model, "merge_and_unload"):
+        save_adapter(model, path / ADAPTER_DIR, base_model=base_model)
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(path)
     processor.save_pretrained(path)
 
 
+def save_adapter(model: Any, path: Path, *, base_model: str | None = None) -> None:
+    """peft's `save_pretrained` of the adapter, its adapter_config.json naming `base_model` (default: peft's guess)."""
+    configs = list(model.peft_config.values())
+    guessed = [config.base_model_name_or_path for config in configs]
+    if base_model is not None:
+        for config in configs:
+            config.base_model_name_or_path = model_reference(base_model)
+    try:
+        model.save_pretrained(str(path))
+    finally:
+        for config, name in zip(configs, guessed, strict=True):
+            config.base_model_name_or_path = name
+
+
+def model_reference(name_or_path: str) -> str:
+    """A hub id as given; a local folder as an absolute path, so the adapter finds its base from any folder."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
 def save_checkpoint(
     accelerator: Any, path: Path, model: Any, processor: Any, *, config_file: Path, state: dict[str, Any],
-    keep: int | None,
+    keep: int | None, base_model: str | None = None,
 ) -> Path:
     """Write checkpoint `path` on every process: accelerate state, Auto-loadable model, config, trainer state.
+
+    `base_model` (the run's starting model) is what a LoRA checkpoint's adapter/ names as its base.
 
     Every process must call it (the accelerate state is sharded under FSDP/ZeRO); only the main process
     writes the model, the config and `trainer_state.json`, then deletes checkpoints beyond `keep`. All of it
@@ -175,7 +210,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "state"))
     if accelerator.is_main_process:
-        save_pretrained_model(model, processor, tmp)
+        save_pretrained_model(model, processor, tmp, base_model=base_model)
         shutil.copy(config_file, tmp / "config.yaml")
         # written last: a checkpoint counts as complete only once this file exists
         write_json(tmp / "trainer_state.json", state)

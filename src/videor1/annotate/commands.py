@@ -16,21 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from videor1.annotate.config import AnnotateConfig
 from videor1.atomic import atomic_write_text
-from videor1.serve.options import (
-    Fps,
-    ImageMaxPixels,
-    ImageMinPixels,
-    MaxDecodePixels,
-    MaxFrames,
-    MinFrames,
-    NFrames,
-    VideoMaxPixels,
-    VideoMinPixels,
-    build_config,
-    config_option,
-    described,
-    pop_media,
-)
+from videor1.cli_options import build_config, config_option, described, media_options, stage_media
+from videor1.config import inference_media
+from videor1.progress import PlainLines, is_interactive
 
 if TYPE_CHECKING:  # the runner and teachers import torch and transformers: only when a command runs
     from videor1.annotate.runner import AnnotateSummary
@@ -45,6 +33,20 @@ _opt = config_option(AnnotateConfig)
 
 @contextmanager
 def _progress(total: int) -> Iterator[Callable[[AnnotateSummary], None]]:
+    if not is_interactive(err_console):  # a log or a pipe: plain lines, as a bar would show nothing until the end
+        lines = PlainLines(total)
+
+        def line(summary: AnnotateSummary) -> None:
+            done = summary.already_done + summary.attempted
+            if lines.due(done):
+                err_console.print(
+                    f"annotate: {lines.head(done)} · kept {summary.kept} rejected {summary.rejected} failed "
+                    f"{summary.failed} · {lines.timing(done, 'question')}", markup=False, highlight=False,
+                    soft_wrap=True,
+                )
+
+        yield line
+        return
     columns = (
         TextColumn("[bold]annotate"), BarColumn(), MofNCompleteColumn(),
         TextColumn("kept {task.fields[kept]}  rejected {task.fields[rejected]}  failed {task.fields[failed]}"),
@@ -153,6 +155,7 @@ def run(cfg: AnnotateConfig) -> AnnotateSummary:
     return summary
 
 
+@media_options(inference_media)
 def annotate(
     data: Annotated[Path, typer.Option(help=described(AnnotateConfig, "data"))],
     media_root: Annotated[Path, typer.Option(help=described(AnnotateConfig, "media_root"))],
@@ -181,22 +184,15 @@ def annotate(
     dtype: Annotated[str | None, _opt("dtype", _LOCAL)] = None,
     device: Annotated[str | None, _opt("device", _LOCAL)] = None,
     torch_threads: Annotated[int | None, _opt("torch_threads", _LOCAL)] = None,
-    fps: Fps = None,
-    min_frames: MinFrames = None,
-    max_frames: MaxFrames = None,
-    nframes: NFrames = None,
-    video_min_pixels: VideoMinPixels = None,
-    video_max_pixels: VideoMaxPixels = None,
-    image_min_pixels: ImageMinPixels = None,
-    image_max_pixels: ImageMaxPixels = None,
-    max_decode_pixels: MaxDecodePixels = None,
+    *,
+    media: dict,
 ) -> None:
     """Write <think> rationales with a teacher and keep those the rules accept; resumable; exit 1 if any failed."""
     values = dict(locals())  # every option, by its config field name
-    media = pop_media(values)
+    values["media"] = stage_media(inference_media(), media)
     for key in ("data", "media_root", "out"):
         values[key] = str(values[key])
-    cfg = build_config(AnnotateConfig, {**values, "media": media})
+    cfg = build_config(AnnotateConfig, values)
     summary = run(cfg)
     from videor1.annotate.store import AnnotationStore
 

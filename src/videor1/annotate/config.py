@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from videor1.config import MediaConfig, StrictModel
+from videor1.config import MediaConfig, StrictModel, inference_media
 
 
 class AnnotateConfig(StrictModel):
@@ -41,7 +41,7 @@ class AnnotateConfig(StrictModel):
     device: str = Field("auto", description="local teacher device: auto (cuda when available), cpu, cuda, ...")
     torch_threads: int | None = Field(None, ge=1, description="local teacher CPU threads (none: torch's default)")
     max_questions: int | None = Field(None, ge=1, description="annotate at most this many pending questions")
-    media: MediaConfig = Field(default_factory=MediaConfig, description="frames and pixel budgets (local teacher)")
+    media: MediaConfig = Field(default_factory=inference_media, description="frames and pixel budgets (local teacher)")
 
     @model_validator(mode="after")
     def _one_teacher(self) -> AnnotateConfig:

@@ -17,16 +17,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from videor1.progress import count_columns
+from videor1.cli_options import TorchThreads, media_options, set_torch_threads, stage_media, validation_message
+from videor1.config import inference_media
+from videor1.progress import PlainLines, count_columns, is_interactive
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-DECODE_HELP = "larger images or frames (width x height) are refused before decoding (default: 8192*8192)"
 # help is rich markup: escaped, or ".[vllm]" would print as "."
 ENGINE_HELP = escape('hf (transformers generate, default) or vllm (same prompts and media; needs the vllm package: '
                      'pip install -e ".[vllm]" on GPUs, or the CPU venv of constraints-vllm.txt)')
+# eval and infer answer as the paper evaluates; serve samples as OpenAI's API does (1.0) for chat clients
+TEMPERATURE_HELP = "0 = greedy (default: 0.01 with top_p 0.001, the paper's near-greedy evaluation; serve's is 1.0)"
 EAGER_HELP = "vllm engine: no torch.compile / CUDA graphs (starts in seconds, decodes slower)"
+
+# the run options `eval` and `eval run` share
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard these benchmarks' predictions")]
+RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="generate failed samples again")]
+Strict = Annotated[bool, typer.Option("--strict", help="stop on any invalid row instead of recording it as failed")]
 
 eval_app = typer.Typer(
     help="Evaluate a model on video benchmarks (VSI-Bench, VideoMMMU, MMVU, MVBench, TempCompass, VideoMME).",
@@ -61,22 +69,6 @@ def _per_benchmark(option: str, values: list[str], benches: list[str]) -> list[s
     return values
 
 
-def _media_overrides(frames: int | None, fps: float | None, max_pixels: int | None,
-                     image_max_pixels: int | None, frame_fps: float | None = None,
-                     max_decode_pixels: int | None = None) -> dict[str, Any]:
-    """MediaConfig fields from the flags given; a pixel floor above a smaller budget is lowered to it."""
-    from videor1.eval.config import eval_media
-
-    media = eval_media().model_dump()
-    given = {"max_frames": frames, "fps": fps, "video_max_pixels": max_pixels, "image_max_pixels": image_max_pixels,
-             "frame_fps": frame_fps, "max_decode_pixels": max_decode_pixels}
-    media.update({k: v for k, v in given.items() if v is not None})
-    media["min_frames"] = min(media["min_frames"], media["max_frames"])
-    media["video_min_pixels"] = min(media["video_min_pixels"], media["video_max_pixels"])
-    media["image_min_pixels"] = min(media["image_min_pixels"], media["image_max_pixels"])
-    return media
-
-
 def _vllm_options(enforce_eager: bool, gpu_memory_utilization: float | None,
                   max_model_len: int | None) -> dict[str, Any] | None:
     """EvalVLLMOptions fields from the flags given; None when none was."""
@@ -92,7 +84,20 @@ def _decoding(**given: Any) -> dict[str, Any]:
 
 @contextmanager
 def _bench_progress() -> Iterator[Any]:
-    """A rich bar per benchmark with done/total, elapsed time and ETA; callback (bench, done, total)."""
+    """A rich bar per benchmark with done/total, elapsed time and ETA, or plain lines off a terminal."""
+    if not is_interactive(err_console):
+        lines: dict[str, PlainLines] = {}
+
+        def line(bench: str, done: int, total: int) -> None:
+            # a resumed benchmark starts where it stopped: rate and ETA cover what this run generates
+            tracker = lines.setdefault(bench, PlainLines(total, start=done))
+            tracker.total = total
+            if tracker.due(done):
+                err_console.print(f"{bench}: {tracker.head(done)} · {tracker.timing(done, 'sample')}",
+                                  markup=False, highlight=False, soft_wrap=True)
+
+        yield line
+        return
     with Progress(*count_columns(), console=err_console, transient=False) as progress:
         tasks: dict[str, Any] = {}
 
@@ -110,7 +115,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _benchmark_names() -> list[str]:
+    from videor1.eval.benchmarks import BENCHMARKS
+
+    return sorted(BENCHMARKS)
+
+
 @eval_app.callback()
+@media_options(inference_media)
 def evaluate(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="model folder or hub id")] = None,
@@ -118,16 +130,8 @@ def evaluate(
     data: Annotated[list[str] | None, typer.Option(help="evaluation file per --bench (Video-R1 eval JSON)")] = None,
     media_root: Annotated[list[str] | None, typer.Option(help="media folder: one for all, or one per --bench")] = None,
     category_field: Annotated[list[str] | None, typer.Option(help="category column: FIELD or BENCH=FIELD")] = None,
-    frames: Annotated[int | None, typer.Option(help="most frames per video, sampled at --fps (default: 16)")] = None,
-    fps: Annotated[float | None, typer.Option(help="video sampling rate (default: 2.0)")] = None,
-    frame_fps: Annotated[
-        float | None, typer.Option(help="frame rate of frame folders whose row has no fps column (default: 3.0)")
-    ] = None,
-    max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
-    image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
-    max_decode_pixels: Annotated[int | None, typer.Option(help=DECODE_HELP)] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per generate call (default: 8)")] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: 0.01)")] = None,
+    temperature: Annotated[float | None, typer.Option(help=TEMPERATURE_HELP)] = None,
     top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
     top_k: Annotated[int | None, typer.Option(help="default: no top-k")] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="default: 1.0")] = None,
@@ -148,22 +152,24 @@ def evaluate(
     label: Annotated[str | None, typer.Option(help="row name in the table (default: model folder name)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many samples per benchmark")] = None,
     out: Annotated[str | None, typer.Option(help="output folder (default: runs/eval)")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="discard these benchmarks' predictions")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="generate failed samples again")] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="stop on any invalid row instead of recording it as failed")
-    ] = False,
+    overwrite: Overwrite = False,
+    retry_failed: RetryFailed = False,
+    strict: Strict = False,
+    torch_threads: TorchThreads = None,
+    *,
+    media: dict,
 ) -> None:
     """Evaluate a model: --model PATH --bench NAME --data FILE --media-root DIR [--bench … --data …]."""
     if ctx.invoked_subcommand is not None:
         return
-    if model is None or not bench:
+    if model is None and not bench:
         console.print(ctx.get_help())
-        raise typer.Exit(2)
-    from videor1.data.dataset import DatasetError
+        raise _fail("give --model and --bench (with --data and --media-root), or a subcommand: score, table")
+    if model is None:
+        raise _fail("--model is required: the model folder or hub id to evaluate")
+    if not bench:
+        raise _fail("--bench is required: a benchmark name (" + ", ".join(_benchmark_names()) + ")")
     from videor1.eval.config import EvalConfig
-    from videor1.eval.report import combined_markdown
-    from videor1.eval.runner import EvalError, run_eval
 
     names, files = _split(bench), _split(data)
     if len(files) != len(names):
@@ -179,7 +185,7 @@ def evaluate(
         "model": model, "label": label, "dtype": dtype, "device": device, "attn_implementation": attn_implementation,
         "engine": engine, "vllm": _vllm_options(enforce_eager, gpu_memory_utilization, max_model_len),
         "batch_size": batch_size, "system_prompt": system_prompt, "limit": limit, "out": out,
-        "media": _media_overrides(frames, fps, max_pixels, image_max_pixels, frame_fps, max_decode_pixels),
+        "media": stage_media(inference_media(), media),
         "decoding": _decoding(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens),
         "benchmarks": [{"name": n, "data": d, "media_root": r, "category_field": f}
@@ -188,7 +194,17 @@ def evaluate(
     try:
         cfg = EvalConfig.model_validate({k: v for k, v in settings.items() if v is not None})
     except ValidationError as exc:
-        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+        raise _fail(validation_message(exc)) from exc
+    _run(cfg, overwrite=overwrite, retry_failed=retry_failed, strict=strict, torch_threads=torch_threads)
+
+
+def _run(cfg: Any, *, overwrite: bool, retry_failed: bool, strict: bool, torch_threads: int | None) -> None:
+    """Evaluate, with a bar per benchmark; print the table and where results.json went."""
+    from videor1.data.dataset import DatasetError
+    from videor1.eval.report import combined_markdown
+    from videor1.eval.runner import EvalError, run_eval
+
+    set_torch_threads(torch_threads)
     try:
         with _bench_progress() as progress:
             results = run_eval(cfg, overwrite=overwrite, retry_failed=retry_failed, strict=strict, progress=progress)
@@ -196,6 +212,25 @@ def evaluate(
         raise _fail(str(exc)) from exc
     console.print(combined_markdown(results), markup=False, highlight=False)
     console.print(f"wrote {Path(cfg.out) / 'results.json'}", markup=False, highlight=False)
+
+
+@eval_app.command("run")
+def run_config(
+    config: Annotated[Path, typer.Argument(help="an eval YAML config (model, benchmarks, media, decoding, ...)")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. decoding.temperature=0 limit=50")
+    ] = None,
+    overwrite: Overwrite = False,
+    retry_failed: RetryFailed = False,
+    strict: Strict = False,
+    torch_threads: TorchThreads = None,
+) -> None:
+    """Evaluate from a YAML config with key=value overrides, as `videor1 train` takes its config."""
+    from videor1.config import load_config
+    from videor1.eval.config import EvalConfig
+
+    cfg = load_config(EvalConfig, config, overrides or [])  # a bad key or value: one line, exit 2
+    _run(cfg, overwrite=overwrite, retry_failed=retry_failed, strict=strict, torch_threads=torch_threads)
 
 
 @eval_app.command("score")
@@ -242,6 +277,7 @@ def table(runs: Annotated[list[Path], typer.Argument(help="eval output folders (
         raise _fail(str(exc)) from exc
 
 
+@media_options(inference_media)
 def infer(
     question: Annotated[str, typer.Argument(help="the question; lettered option lines (A. …) may follow it")],
     model: Annotated[str, typer.Option(help="model folder or hub id")],
@@ -249,18 +285,16 @@ def infer(
     image: Annotated[Path | None, typer.Option(help="an image file")] = None,
     option: Annotated[list[str] | None, typer.Option(help="an answer option; repeat for each")] = None,
     problem_type: Annotated[str, typer.Option("--type", help="answer type without options")] = "free-form",
-    frames: Annotated[int | None, typer.Option(help="most frames, sampled at --fps (default: 16)")] = None,
-    fps: Annotated[float | None, typer.Option(help="video sampling rate (default: 2.0)")] = None,
-    max_pixels: Annotated[int | None, typer.Option(help="pixel budget per video frame (default: 256*28*28)")] = None,
-    image_max_pixels: Annotated[int | None, typer.Option(help="pixel budget per image (default: 256*28*28)")] = None,
-    max_decode_pixels: Annotated[int | None, typer.Option(help=DECODE_HELP)] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy (default: 0.01)")] = None,
+    temperature: Annotated[float | None, typer.Option(help=TEMPERATURE_HELP)] = None,
     top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
     device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "hf",
     enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help=EAGER_HELP)] = False,
+    torch_threads: TorchThreads = None,
+    *,
+    media: dict,
 ) -> None:
     """Answer one question about a video or an image; prints the reasoning and the answer."""
     from videor1.config import MediaConfig
@@ -277,20 +311,21 @@ def infer(
     if engine == "vllm" and device is not None:
         raise _fail("--device applies to the hf engine only; vLLM picks its own (CUDA_VISIBLE_DEVICES)")
     try:
-        media = MediaConfig.model_validate(
-            _media_overrides(frames, fps, max_pixels, image_max_pixels, max_decode_pixels=max_decode_pixels)
-        )
+        media_config = MediaConfig.model_validate(stage_media(inference_media(), media))
         decoding = DecodingConfig.model_validate(
             _decoding(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
         )
         sample = build_sample(video or image, "video" if video else "image", question, _split_options(option),
                               problem_type)
-    except (ValidationError, InferError) as exc:
+    except ValidationError as exc:
+        raise _fail(validation_message(exc)) from exc
+    except InferError as exc:
         raise _fail(str(exc)) from exc
+    set_torch_threads(torch_threads)
     try:
         with load_generator(model, engine, dtype=dtype, seed=decoding.seed, device=device,
                             vllm=EvalVLLMOptions(enforce_eager=enforce_eager)) as (loaded, processor):
-            result = answer_question(loaded, processor, sample, media, **decoding.model_dump(exclude={"seed"}))
+            result = answer_question(loaded, processor, sample, media_config, **decoding.model_dump(exclude={"seed"}))
     except EvalError as exc:
         raise _fail(str(exc)) from exc
     except InferError as exc:

@@ -14,19 +14,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from videor1.config import PIXEL_UNIT, MediaConfig, StrictModel
+from videor1.config import MediaConfig, StrictModel, inference_media
 from videor1.eval.benchmarks import get_benchmark
 
 Engine = Literal["hf", "vllm"]
 """What generates: transformers' generate (the reference) or vLLM, fed the same prompts and decoded media."""
 
-EVAL_FRAMES = 16
-EVAL_VIDEO_MAX_PIXELS = 256 * PIXEL_UNIT
-
-
-def eval_media() -> MediaConfig:
-    """The paper's evaluation media: up to 16 frames at 2 fps, each ≤ 256·28·28 pixels."""
-    return MediaConfig(max_frames=EVAL_FRAMES, video_max_pixels=EVAL_VIDEO_MAX_PIXELS)
+eval_media = inference_media  # the paper's evaluation media (videor1.config.inference_media)
 
 
 class DecodingConfig(StrictModel):

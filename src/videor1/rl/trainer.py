@@ -497,7 +497,8 @@ class GRPOTrainer:
                 metrics = self.train_step()
                 self.run.step += 1
                 self.log.metrics(self.step, metrics)
-                progress(self.step, metrics["reward/total"] or 0.0, metrics["perf/step_seconds"] or 0.0)
+                shown = {"reward": metrics["reward/total"], "accuracy": metrics.get("reward/accuracy")}
+                progress(self.step, shown, metrics["perf/step_seconds"] or 0.0)
                 if self.run.due_checkpoint():
                     self.save_checkpoint()
         self.stream.close()

@@ -8,22 +8,9 @@ from typing import Annotated
 
 import typer
 
+from videor1.cli_options import build_config, config_option, described, media_options, stage_media
+from videor1.config import inference_media
 from videor1.serve.config import ServeConfig
-from videor1.serve.options import (
-    Fps,
-    ImageMaxPixels,
-    ImageMinPixels,
-    MaxDecodePixels,
-    MaxFrames,
-    MinFrames,
-    NFrames,
-    VideoMaxPixels,
-    VideoMinPixels,
-    build_config,
-    config_option,
-    described,
-    pop_media,
-)
 
 _LIMITS = "Limits and batching"
 _KEY_ENV = "VIDEOR1_API_KEY"
@@ -32,6 +19,7 @@ _KEY_ENV = "VIDEOR1_API_KEY"
 _opt = config_option(ServeConfig)
 
 
+@media_options(inference_media)
 def serve(
     model: Annotated[str, typer.Option(help=described(ServeConfig, "model"))],
     host: Annotated[str | None, _opt("host")] = None,
@@ -58,24 +46,17 @@ def serve(
     attn_implementation: Annotated[str | None, _opt("attn_implementation")] = None,
     torch_threads: Annotated[int | None, _opt("torch_threads")] = None,
     log_dir: Annotated[Path | None, _opt("log_dir")] = None,
-    fps: Fps = None,
-    min_frames: MinFrames = None,
-    max_frames: MaxFrames = None,
-    nframes: NFrames = None,
-    video_min_pixels: VideoMinPixels = None,
-    video_max_pixels: VideoMaxPixels = None,
-    image_min_pixels: ImageMinPixels = None,
-    image_max_pixels: ImageMaxPixels = None,
-    max_decode_pixels: MaxDecodePixels = None,
+    *,
+    media: dict,
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions with image_url and video_url parts)."""
     values = dict(locals())
-    media = pop_media(values)
+    values["media"] = stage_media(inference_media(), media)
     for key in ("allowed_media_dir", "log_dir"):
         values[key] = str(values[key]) if values[key] is not None else None
     if api_key is None and _KEY_ENV in os.environ:
         values["api_key"] = os.environ[_KEY_ENV]  # click reads a set but empty variable as unset: refuse it below
-    cfg = build_config(ServeConfig, {**values, "media": media})
+    cfg = build_config(ServeConfig, values)
     problem = cfg.auth_problem()
     if problem is not None:
         typer.echo(f"error: {problem}", err=True)

@@ -6,7 +6,7 @@ import ipaddress
 
 from pydantic import Field
 
-from videor1.config import MediaConfig, StrictModel
+from videor1.config import MediaConfig, StrictModel, inference_media
 
 MIB = 2**20
 
@@ -40,7 +40,10 @@ class ServeConfig(StrictModel):
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when a request gives none")
     max_tokens_limit: int = Field(8192, ge=1, description="largest max_tokens a request may ask for")
     max_prompt_tokens: int = Field(16384, ge=1, description="longer prompts (text + vision tokens) get 400")
-    default_temperature: float = Field(1.0, ge=0, description="temperature when a request gives none (OpenAI's)")
+    default_temperature: float = Field(
+        1.0, ge=0, description="temperature when a request gives none: OpenAI's default, what chat clients expect "
+        "(eval answers near-greedy at 0.01, as the paper evaluates)",
+    )
     default_top_p: float = Field(1.0, gt=0, le=1, description="top_p when a request gives none (OpenAI's)")
     dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
     device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
@@ -49,7 +52,7 @@ class ServeConfig(StrictModel):
         None, ge=1, description="CPU threads for torch (none: torch's default); fewer avoids oversubscribed cores"
     )
     log_dir: str | None = Field(None, description="write serve.yaml (settings) and serve.log here")
-    media: MediaConfig = Field(default_factory=MediaConfig, description="frame sampling and pixel budgets")
+    media: MediaConfig = Field(default_factory=inference_media, description="frame sampling and pixel budgets")
 
     def auth_problem(self) -> str | None:
         """Why these settings must not start: an unusable API key, or an exposed host without one."""

@@ -163,7 +163,7 @@ class SFTTrainer:
                 metrics = bag.reduce(self.accelerator)
                 metrics["perf/tokens_per_s"] = metrics.pop("perf/tokens") / max(seconds, 1e-9)
                 self.log.metrics(self.step, metrics)
-                progress(self.step, metrics.get("loss/sft") or 0.0, seconds)
+                progress(self.step, {"loss": metrics.get("loss/sft")}, seconds)
                 if cfg.eval is not None and cfg.eval.every and self.step % cfg.eval.every == 0:
                     self.evaluate()
                 if self.run.due_checkpoint():
