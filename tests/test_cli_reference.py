@@ -6,11 +6,11 @@ import typer
 
 from videor1.cli import app
 from videor1.cli_reference import BEGIN, END, IO, MEDIA_FLAGS, commands, markdown, option_names
-from videor1.config import MediaConfig, inference_media
+from videor1.config import MediaConfig, SFTConfig, TrainConfig, inference_media, load_config
 
 ROOT = typer.main.get_command(app)
 DECODES_MEDIA = {"eval", "infer", "serve", "annotate", "data validate"}
-RUNS_A_MODEL_ON_CPU = {"eval", "infer", "serve", "annotate"}
+RUNS_A_MODEL_ON_CPU = {"eval", "eval run", "infer", "serve", "annotate", "demo"}
 
 
 def _options(command):
@@ -38,6 +38,9 @@ def test_torch_threads_wherever_a_model_runs_on_the_cpu():
     found = dict(commands(ROOT))
     for name in RUNS_A_MODEL_ON_CPU:
         assert "--torch-threads" in option_names(found[name]), name
+    # train and sft take everything from their config: the same setting is a key there
+    assert load_config(TrainConfig, "configs/tgrpo_tiny.yaml", ["torch_threads=1"]).torch_threads == 1
+    assert load_config(SFTConfig, "configs/sft_tiny.yaml", ["torch_threads=1"]).torch_threads == 1
 
 
 def test_every_command_says_what_it_reads_and_writes():

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from videor1.cli_errors import FriendlyGroup
-from videor1.cli_options import media_options, stage_media
+from videor1.cli_options import TorchThreads, media_options, set_torch_threads, stage_media
 from videor1.config import MediaConfig
 from videor1.eval.commands import register as register_eval
 from videor1.export import register as register_export
@@ -230,9 +230,12 @@ def sft(config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = F
 def demo(
     out: Annotated[Path, typer.Option(help="output folder for data, model, runs and results")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="one seed for data, model and training")] = 0,
+    torch_threads: TorchThreads = None,
 ) -> None:
     """The whole pipeline offline on the CPU: data, tiny model, eval, SFT, T-GRPO vs GRPO, eval, plots."""
     from videor1.demo import run_demo
+
+    set_torch_threads(torch_threads)  # the whole demo runs in this process
 
     run_demo(out, seed=seed, say=lambda line: console.print(line, markup=False, highlight=False))
 

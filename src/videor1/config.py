@@ -584,6 +584,9 @@ class RecipeConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     save_every: int = Field(100, gt=0, description="checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(3, ge=1, description="keep the newest N checkpoints")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (none: torch's own choice); 1 is often fastest on a busy machine"
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="metric trackers besides metrics.jsonl: tensorboard, wandb, mlflow (each an optional extra); "

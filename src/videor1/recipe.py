@@ -87,6 +87,8 @@ class Recipe:
 
     def __init__(self, config: RecipeConfig, *, resume: bool = False):
         self.cfg = config
+        if config.torch_threads is not None:
+            torch.set_num_threads(config.torch_threads)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,

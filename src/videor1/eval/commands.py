@@ -164,7 +164,7 @@ def evaluate(
         return
     if model is None and not bench:
         console.print(ctx.get_help())
-        raise _fail("give --model and --bench (with --data and --media-root), or a subcommand: score, table")
+        raise _fail("give --model and --bench (with --data and --media-root), or a subcommand: run, score, table")
     if model is None:
         raise _fail("--model is required: the model folder or hub id to evaluate")
     if not bench:
