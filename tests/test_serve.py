@@ -248,7 +248,7 @@ def test_bad_requests_get_a_4xx_with_a_message(server, tmp_path):
         (chat({"type": "image_url", "image_url": {"url": "../" + outside.name}}), 403, "outside the allowed"),
         (chat({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}), 400, "cannot be used"),
         (chat({"type": "image_url", "image_url": {"url": "http://127.0.0.1/a.png"}}), 400, "remote URLs"),
-        (chat(image_part(root), stream=True), 400, "stream"),
+        (chat(image_part(root), stream=True, n=2), 400, "n must be 1 (with stream=true too)"),
         (chat(image_part(root), model="other"), 404, "not served here"),
         (chat(image_part(root), max_tokens=0), 400, "max_tokens"),
         (chat(image_part(root), max_tokens=True), 400, "max_tokens"),  # a bool is an int to Python, not to us

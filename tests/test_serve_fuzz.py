@@ -5,8 +5,8 @@ dropped, added or duplicated, values swapped for other JSON types, huge, negativ
 long strings, NUL bytes, lone surrogates and special tokens, odd roles and part types, media URLs with odd
 schemes, paths and broken data URLs; and at the byte level: truncated or bit-flipped JSON, invalid UTF-8,
 deep nesting, other content types and chunked bodies. The requests go to a real server subprocess over
-HTTP, as a client's would; each must get a 200 completion or a 4xx with an OpenAI error body, and the
-server must still serve afterwards.
+HTTP, as a client's would; each must get a 200 completion (a complete event stream when a mutation turned
+`stream` on) or a 4xx with an OpenAI error body, and the server must still serve afterwards.
 """
 
 import base64
@@ -168,8 +168,23 @@ def send(port: int, body: bytes, content_type: str | None, chunked: bool) -> tup
         connection.close()
 
 
+def well_formed_stream(reply: bytes) -> bool:
+    """A complete `stream: true` answer: chunk events (or an error event), then `[DONE]`."""
+    events = [line[len(b"data: "):] for line in reply.split(b"\n\n") if line.startswith(b"data: ")]
+    if len(events) < 2 or events[-1] != b"[DONE]":
+        return False
+    try:
+        chunks = [json.loads(event) for event in events[:-1]]
+    except ValueError:
+        return False
+    return chunks[0]["choices"][0]["delta"]["role"] == "assistant" and (
+        "error" in chunks[-1] or any(c["choices"] and c["choices"][0]["finish_reason"] for c in chunks))
+
+
 def well_formed(status: int, reply: bytes) -> bool:
-    """A 200 completion, or a 4xx with an OpenAI error body."""
+    """A 200 completion (or stream), or a 4xx with an OpenAI error body."""
+    if status == 200 and reply.startswith(b"data: "):  # a mutation can turn "stream" on
+        return well_formed_stream(reply)
     try:
         data = json.loads(reply)
     except ValueError:

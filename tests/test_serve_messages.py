@@ -128,7 +128,9 @@ def test_sampling_params_follow_the_request_then_the_server_defaults():
 
 
 @pytest.mark.parametrize(("fields", "words"), [
-    ({"stream": True}, "stream"), ({"n": 2}, "n must be 1"), ({"stop": ["\n"]}, "stop"),
+    ({"stream": True, "n": 2}, "n must be 1 (with stream=true too)"), ({"n": 2}, "n must be 1"),
+    ({"stop": ["\n"]}, "stop"), ({"stream": True, "stop": "x"}, "stop sequences are not supported (with stream"),
+    ({"stream_options": {"include_usage": True}}, "only allowed with stream=true"),
     ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"logprobs": True}, "logprobs"), ({"max_tokens": 101}, "exceeds this server's limit 100"),
 ])

@@ -38,7 +38,8 @@ IO: dict[str, tuple[str, str]] = {
                    "with --out the same files as eval"),
     "eval table": ("eval output folders", "Table 1 in Markdown (stdout)"),
     "infer": ("a model, a question and a video or image", "the reasoning and the answer (stdout)"),
-    "serve": ("a model", "an OpenAI-compatible HTTP API; request logs under --log-dir"),
+    "serve": ("a model", "an OpenAI-compatible HTTP API (streaming too) and a page at / to try the model; request "
+              "logs under --log-dir"),
     "annotate": ("a dataset and a teacher (local model or endpoint)", "--out: the kept rows with their <think>; "
                  "beside it OUT.kept/rejected/failed.jsonl (resumable), OUT.annotate.yaml and .log"),
     "demo": ("nothing", "--out: data, tiny model, SFT / T-GRPO / GRPO runs, plots, results.md"),

@@ -7,6 +7,12 @@ decoding, prompt rendering and the prompt-length check run in a bounded thread p
 the single model worker, so the event loop only moves bytes and stays responsive (`/health` answers while a
 batch is generating) and an oversized prompt never costs the model worker anything. A client that
 disconnects has its request cancelled: dropped if it is still queued, stopped between tokens if it runs.
+
+`stream: true` answers with server-sent events in OpenAI's chat-completion chunk format (see
+`videor1.serve.stream`), batched with the other requests like any request. The stream starts once the first
+token exists, so every error found before generation (bad request, media, prompt length, auth, a full queue)
+is still a JSON 4xx; an error during generation ends the stream with an `{"error": {...}}` event and `[DONE]`.
+`n > 1` and `stop` are refused (400) whether streaming or not.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,6 +41,8 @@ from videor1.models.inputs import SampleMedia, processor_inputs
 from videor1.serve.config import MIB, ServeConfig
 from videor1.serve.errors import RequestError
 from videor1.serve.messages import decode_media, parse_messages
+from videor1.serve.page import register_page
+from videor1.serve.stream import END, LEFT, SSE_HEADERS, TokenFeed, chunk_events
 from videor1.serve.worker import CLIENT_LEFT, GenerationWorker, Job
 
 logger = logging.getLogger("videor1.serve")
@@ -55,6 +63,14 @@ def error_response(status: int, message: str, *, param: str | None = None, heade
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    include_usage: bool | None = False
+
+
 class ChatCompletionRequest(BaseModel):
     """The fields of an OpenAI chat-completion request that this server reads; others are ignored."""
 
@@ -68,6 +84,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
     n: int | None = 1
     stop: str | list[str] | None = None
     tools: list[Any] | None = None
@@ -77,12 +94,13 @@ class ChatCompletionRequest(BaseModel):
 
 def _unsupported(request: ChatCompletionRequest) -> str | None:
     """Why a request asks for something this server does not do (rather than silently ignoring it)."""
-    if request.stream:
-        return "stream=true is not supported; send stream=false"
+    streaming = " (with stream=true too)" if request.stream else ""
     if request.n not in (None, 1):
-        return "n must be 1; send several requests for several completions"
+        return f"n must be 1{streaming}; send several requests for several completions"
     if request.stop:
-        return "stop sequences are not supported"
+        return f"stop sequences are not supported{streaming}; cut the text on the client"
+    if request.stream_options is not None and not request.stream:
+        return "stream_options is only allowed with stream=true"
     if request.tools:
         return "tools are not supported"
     if request.response_format and request.response_format.get("type") != "text":
@@ -311,27 +329,87 @@ def create_app(state: ServerState) -> FastAPI:
         params = sampling_params(request, state.cfg)
         left = asyncio.ensure_future(_client_left(connection.receive))
         job: Job | None = None
+        result: asyncio.Future | None = None
+        streaming = False  # once the response has the stream, its generator owns `left` and the job
         try:
             text, media = await anyio.to_thread.run_sync(_prepare, state, request.messages, limiter=state.limiter)
-            if not left.done():  # a client that left while its media was decoded is not queued at all
+            if left.done():  # a client that left while its media was decoded is not queued at all
+                pass
+            elif request.stream:
+                queued = Job(text, media, params, Future())
+                feed = _enqueue_streaming(state, queued, left)
+                job = queued  # only once queued: a job refused with 503 is not counted as cancelled
+                first = await feed.queue.get()
+                # a job that failed before its first token is answered as JSON below, like a plain request
+                failed = first == END and (job.future.cancelled() or job.future.exception(timeout=0) is not None)
+                if first != LEFT and not failed:
+                    streaming = True
+                    return _stream_response(state, request, job, feed, first, left, start, len(media))
+            else:
                 job = state.worker.enqueue(Job(text, media, params, Future()))
                 result = asyncio.wrap_future(job.future)
                 await asyncio.wait({result, left}, return_when=asyncio.FIRST_COMPLETED)
-            if job is None or not result.done():
+            if job is None or not job.future.done() or job.future.cancelled():
                 logger.info("the client left before its completion; the request is cancelled")
                 return error_response(CLIENT_LEFT, "the client closed the request")
-            generation = result.result()
+            generation = job.future.result()
         finally:
-            left.cancel()
-            if job is not None and not job.future.done():  # the client left, or this handler was cancelled
-                state.worker.cancel(job)
-                result.cancel()  # nobody reads the 499 the worker may still set
+            if not streaming:
+                left.cancel()
+                if job is not None and not job.future.done():  # the client left, or this handler was cancelled
+                    state.worker.cancel(job)
+                    if result is not None:
+                        result.cancel()  # nobody reads the 499 the worker may still set
         body = _completion_body(state.name, generation)
-        logger.info(
-            "%s: %d media, %d prompt + %d completion tokens (%s) in %.2f s", body["id"], len(media),
-            generation.prompt_tokens, generation.completion_tokens, generation.finish_reason,
-            time.perf_counter() - start,
-        )
+        _log_completion(body["id"], len(media), generation, start)
         return body
 
+    register_page(app, state)
     return app
+
+
+def _log_completion(name: str, media: int, generation: GeneratedText, start: float) -> None:
+    logger.info(
+        "%s: %d media, %d prompt + %d completion tokens (%s) in %.2f s", name, media, generation.prompt_tokens,
+        generation.completion_tokens, generation.finish_reason, time.perf_counter() - start,
+    )
+
+
+def _enqueue_streaming(state: ServerState, job: Job, left: asyncio.Future) -> TokenFeed:
+    """Queue a streaming job; its feed yields its token ids, then `END`, or `LEFT` when the client leaves."""
+    feed = TokenFeed(asyncio.get_running_loop())
+    job.on_tokens = feed.push
+    state.worker.enqueue(job)
+    feed.end_with(job.future)
+
+    def client_left(watcher: asyncio.Future) -> None:
+        if not watcher.cancelled():  # cancelled = the request ended first
+            feed.client_left()  # first: cancelling a queued job ends its feed too
+            # here rather than in the stream's generator, which never runs if the client leaves before it starts
+            state.worker.cancel(job)
+
+    left.add_done_callback(client_left)
+    return feed
+
+
+def _stream_response(
+    state: ServerState, request: ChatCompletionRequest, job: Job, feed: TokenFeed, first: list[int] | str,
+    left: asyncio.Future, start: float, media: int,
+) -> StreamingResponse:
+    """The SSE response of a job whose first tokens exist; leaving or closing it cancels the job."""
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+
+    async def events() -> Any:
+        try:
+            async for event in chunk_events(
+                feed, first, job.future, state.processor.tokenizer, model=state.name, include_usage=include_usage,
+                on_done=lambda name, generation: _log_completion(name, media, generation, start),
+            ):
+                yield event
+        finally:  # the client left (our watcher or Starlette's saw it), or the stream ended
+            left.cancel()
+            if not job.future.done():
+                logger.info("the client left during its stream; the request is cancelled")
+                state.worker.cancel(job)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -14,6 +14,11 @@ criterion finishes rows one by one (a row also finishes at its own token limit),
 every row still wanted has its tokens: cancelling the longest request of a batch ends the batch early while
 the other rows are served unchanged. A finished row still rides along until its batch ends (HF `generate`
 cannot drop rows mid-batch), which costs compute but never time: the batch ends once no row is wanted.
+
+The same criterion taps the tokens of streaming jobs (`Job.on_tokens`): between tokens it hands each such
+row's new ids, up to its first EOS and its own limit, to its job, so streamed and plain requests share
+batches. A streaming job whose client already read tokens is not retried alone when its batch fails (a retry
+could contradict what was sent): it gets the batch's error.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,7 +34,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from videor1.models.generation import GeneratedText, SamplingParams, generate_from_inputs
+from videor1.models.generation import GeneratedText, SamplingParams, eos_token_ids, generate_from_inputs
 from videor1.models.inputs import SampleMedia, processor_inputs
 from videor1.serve.errors import RequestError
 
@@ -48,6 +53,10 @@ class Job:
     """Set when the client went away; the worker skips or stops the job."""
     generated: int = 0
     """Tokens generated for this job so far (written by the worker thread between tokens)."""
+    on_tokens: Callable[[list[int]], None] | None = None
+    """For streaming: called from the worker thread with each run of new token ids; it must not block."""
+    streamed: int = 0
+    """Tokens handed to `on_tokens` so far."""
 
 
 CLIENT_LEFT = 499  # nginx's "client closed request": only logs see it, the client is gone
@@ -56,12 +65,15 @@ CLIENT_LEFT = 499  # nginx's "client closed request": only logs see it, the clie
 class _RowStop(StoppingCriteria):
     """Finishes each row once its job is cancelled or has its own token limit (HF stops when every row is done)."""
 
-    def __init__(self, jobs: list[Job], prompt_length: int) -> None:
+    def __init__(self, jobs: list[Job], prompt_length: int, eos_ids: Iterable[int] = ()) -> None:
         self.jobs, self.prompt_length = jobs, prompt_length
+        self.eos = set(eos_ids)
         self.stopped: list[bool] = [False] * len(jobs)
         """Which jobs were cut short by their cancellation."""
+        # rows past their EOS (HF pads them from then on), or whose hook failed: nothing more to stream
+        self.ended: list[bool] = [job.on_tokens is None for job in jobs]
         for job in jobs:
-            job.generated = 0  # a job retried alone after its batch failed starts over
+            job.generated = job.streamed = 0  # a job retried alone after its batch failed starts over
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         generated = input_ids.shape[1] - self.prompt_length
@@ -72,7 +84,31 @@ class _RowStop(StoppingCriteria):
                 job.generated = min(generated, limit)
                 self.stopped[i] = job.cancelled.is_set() and job.generated < limit
             done.append(self.stopped[i] or job.generated >= limit)
+        self._stream(input_ids)
         return torch.tensor(done, device=input_ids.device)  # [B]
+
+    def _stream(self, input_ids: torch.Tensor) -> None:
+        """Hand each streaming row's new ids to its job."""
+        rows = [i for i, job in enumerate(self.jobs)
+                if not (self.ended[i] or self.stopped[i]) and job.streamed < job.generated]
+        if not rows:
+            return
+        first = min(self.jobs[i].streamed for i in rows)
+        last = max(self.jobs[i].generated for i in rows)
+        # one copy off the device for all rows, not one sync per row
+        new = input_ids[:, self.prompt_length + first : self.prompt_length + last].tolist()  # [B, T]
+        for i in rows:
+            job = self.jobs[i]
+            ids = new[i][job.streamed - first : job.generated - first]
+            eos = next((k for k, token in enumerate(ids) if token in self.eos), None)
+            if eos is not None:
+                ids, self.ended[i] = ids[: eos + 1], True
+            job.streamed += len(ids)
+            try:
+                job.on_tokens(ids)
+            except Exception:  # a hook that fails (its event loop closed) must not break the batch
+                logger.exception("a streaming request's token hook failed; it gets no more tokens")
+                self.ended[i] = True
 
 
 def group_compatible(jobs: Iterable[Job], max_batch_size: int) -> list[list[Job]]:
@@ -98,6 +134,7 @@ class GenerationWorker:
         self.model, self.processor = model, processor
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_s
         self.max_prompt_tokens = max_prompt_tokens
+        self._eos: list[int] | None = None  # read on the first streaming batch (tests pass stand-in models)
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="videor1-generation", daemon=True)
         self._stopping = threading.Event()
@@ -234,7 +271,9 @@ class GenerationWorker:
             return
         # the jobs share a batch_key, so every knob but the token limit is the first job's
         params = replace(jobs[0].params, max_new_tokens=max(j.params.max_new_tokens for j in jobs))
-        rows = _RowStop(jobs, inputs["input_ids"].shape[1])
+        if self._eos is None and any(j.on_tokens is not None for j in jobs):
+            self._eos = eos_token_ids(self.model, self.processor.tokenizer)
+        rows = _RowStop(jobs, inputs["input_ids"].shape[1], self._eos or ())
         self.running = len(jobs)
         try:
             results = generate_from_inputs(
@@ -265,4 +304,7 @@ class GenerationWorker:
             jobs[0].future.set_exception(error)
             return
         for job in jobs:
-            self._serve([job])
+            if job.streamed:  # its client has read tokens that a retry could contradict
+                job.future.set_exception(error)
+            else:
+                self._serve([job])
