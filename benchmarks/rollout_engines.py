@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import SPEC_32M, work_folder  # benchmarks/common.py, beside this script
 
 from videor1.config import MediaConfig
 from videor1.data.dataset import load_dataset
-from videor1.data.synthetic import generate
 from videor1.models.generation import SamplingParams, eos_token_ids, generate_completions
 from videor1.models.inputs import load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.models.load import load_model_and_processor
@@ -31,9 +30,7 @@ from videor1.models.vllm_engine import VLLMEngine, VLLMSettings
 
 SHAPES: dict[str, TinySpec] = {
     "tiny": TinySpec(),
-    # 32M parameters: 8 layers of 512 with a 4k vocabulary (the vision tower stays small: frames are 56x56)
-    "32m": TinySpec(hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8, num_kv_heads=4,
-                    vocab_size=4096),
+    "32m": SPEC_32M,  # frames are 56x56 here, so the vision tower's share stays small
 }
 MEDIA = MediaConfig(fps=2.0, min_frames=4, max_frames=4, video_min_pixels=3136, video_max_pixels=3136,
                     image_min_pixels=3136, image_max_pixels=3136)
@@ -87,10 +84,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where models and data go (default: a temp dir)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        if not (work / "synth" / "train.json").exists():
-            generate(work / "synth", n=32, seed=0)
+    with work_folder(args.work) as work:
         shapes = list(SHAPES) if args.shape == "all" else [args.shape]
         print(f"P={args.prompts} prompts x G={args.generations}, {args.new_tokens} new tokens, 4 frames, fp32")
         for shape in shapes:

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import SPEC_32M, work_folder  # benchmarks/common.py, beside this script
 
 from videor1.config import MediaConfig
 from videor1.data.dataset import load_dataset
 from videor1.data.media import DecodedVideo
-from videor1.data.synthetic import generate
 from videor1.models.generation import suppressed_token_ids
 from videor1.models.inputs import SampleMedia, load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.models.load import load_model_and_processor
@@ -52,8 +51,7 @@ class Shape:
 SHAPES: dict[str, Shape] = {
     "tiny": Shape(TinySpec(), prompts=8, generations=8, new_tokens=24, frames=4, side=56),
     # 16 frames of 308x308: 8 temporal patches x 11 x 11 merged tokens = 968 visual tokens
-    "long": Shape(TinySpec(hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8, num_kv_heads=4,
-                           vocab_size=4096), prompts=1, generations=8, new_tokens=256, frames=16, side=308),
+    "long": Shape(SPEC_32M, prompts=1, generations=8, new_tokens=256, frames=16, side=308),
 }
 
 
@@ -129,10 +127,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where models and data go (default: a temp dir)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        if not (work / "synth" / "train.json").exists():
-            generate(work / "synth", n=32, seed=0)
+    with work_folder(args.work) as work:
         results = {}
         for name in list(SHAPES) if args.shape == "all" else [args.shape]:
             results[name] = measure(name, work, args.rounds)

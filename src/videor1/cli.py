@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from videor1.cli_errors import FriendlyGroup
-from videor1.cli_options import TorchThreads, media_options, set_torch_threads, stage_media
+from videor1.cli_options import TorchThreads, media_options, stage_media
 from videor1.config import MediaConfig
 from videor1.eval.commands import register as register_eval
 from videor1.export import register as register_export
@@ -234,6 +234,7 @@ def demo(
 ) -> None:
     """The whole pipeline offline on the CPU: data, tiny model, eval, SFT, T-GRPO vs GRPO, eval, plots."""
     from videor1.demo import run_demo
+    from videor1.models.load import set_torch_threads
 
     set_torch_threads(torch_threads)  # the whole demo runs in this process
 

@@ -125,10 +125,3 @@ def stage_media(defaults: MediaConfig, given: dict[str, Any]) -> dict[str, Any]:
 
 TorchThreads = Annotated[int | None, typer.Option(help=TORCH_THREADS_HELP, min=1)]
 
-
-def set_torch_threads(threads: int | None) -> None:
-    """Apply --torch-threads (None leaves torch's default)."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)

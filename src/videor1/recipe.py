@@ -29,6 +29,7 @@ from accelerate.utils import set_seed
 
 from videor1.bootstrap import ensure_data, ensure_model
 from videor1.config import RecipeConfig
+from videor1.models.load import load_model, load_processor, prepare_for_training, set_torch_threads
 from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
 
 # the DeepSpeed keys our config decides, and the config key that decides each
@@ -87,8 +88,7 @@ class Recipe:
 
     def __init__(self, config: RecipeConfig, *, resume: bool = False):
         self.cfg = config
-        if config.torch_threads is not None:
-            torch.set_num_threads(config.torch_threads)
+        set_torch_threads(config.torch_threads)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -131,8 +131,6 @@ class Recipe:
         there is none (the base model with the adapter disabled is the reference).
         """
         import copy
-
-        from videor1.models.load import load_model, load_processor, prepare_for_training
 
         cfg = self.cfg.model
         processor = load_processor(cfg.name_or_path)

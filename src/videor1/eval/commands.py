@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from videor1.cli_options import TorchThreads, media_options, set_torch_threads, stage_media, validation_message
+from videor1.cli_options import TorchThreads, media_options, stage_media, validation_message
 from videor1.config import inference_media
 from videor1.progress import PlainLines, count_columns, is_interactive
 
@@ -203,6 +203,7 @@ def _run(cfg: Any, *, overwrite: bool, retry_failed: bool, strict: bool, torch_t
     from videor1.data.dataset import DatasetError
     from videor1.eval.report import combined_markdown
     from videor1.eval.runner import EvalError, run_eval
+    from videor1.models.load import set_torch_threads
 
     set_torch_threads(torch_threads)
     try:
@@ -321,6 +322,8 @@ def infer(
         raise _fail(validation_message(exc)) from exc
     except InferError as exc:
         raise _fail(str(exc)) from exc
+    from videor1.models.load import set_torch_threads
+
     set_torch_threads(torch_threads)
     try:
         with load_generator(model, engine, dtype=dtype, seed=decoding.seed, device=device,

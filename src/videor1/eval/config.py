@@ -20,7 +20,6 @@ from videor1.eval.benchmarks import get_benchmark
 Engine = Literal["hf", "vllm"]
 """What generates: transformers' generate (the reference) or vLLM, fed the same prompts and decoded media."""
 
-eval_media = inference_media  # the paper's evaluation media (videor1.config.inference_media)
 
 
 class DecodingConfig(StrictModel):
@@ -63,7 +62,7 @@ class EvalConfig(StrictModel):
         "hf", description="hf generate (the reference) or vLLM (same prompts and media; needs the vllm package)"
     )
     vllm: EvalVLLMOptions = Field(default_factory=EvalVLLMOptions)
-    media: MediaConfig = Field(default_factory=eval_media)
+    media: MediaConfig = Field(default_factory=inference_media)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     batch_size: int = Field(8, gt=0, description="samples per generate call")
     system_prompt: str | None = Field(None, description="None = the chat template's default")

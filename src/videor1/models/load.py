@@ -74,6 +74,12 @@ def load_model_and_processor(name_or_path: str | Path, **kwargs: Any) -> tuple[A
     return load_model(name_or_path, **kwargs), load_processor(name_or_path)
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """Apply a `torch_threads` / `--torch-threads` setting; None leaves torch's own choice."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def unwrap_peft(model: Any) -> Any:
     """The transformers model inside a peft wrapper, or the model itself."""
     get_base = getattr(model, "get_base_model", None)

@@ -167,6 +167,13 @@ def _draw(group: _Ranked, uniform: torch.Tensor) -> torch.Tensor:
     return group.ids.gather(1, position).squeeze(1)
 
 
+def _refuse_repetition_penalty(params: SamplingParams) -> None:
+    if params.repetition_penalty != 1.0:
+        raise ValueError(
+            f"the lean sampler has no repetition penalty (got {params.repetition_penalty}); RL rollouts use 1.0"
+        )
+
+
 def sample_next(
     logits: torch.Tensor,
     params: SamplingParams,
@@ -174,10 +181,7 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of [N, V] logits, and its log-prob under the scorer's (untruncated) distribution."""
-    if params.repetition_penalty != 1.0:
-        raise ValueError(
-            f"the lean sampler has no repetition penalty (got {params.repetition_penalty}); RL rollouts use 1.0"
-        )
+    _refuse_repetition_penalty(params)
     if suppressed is not None and not isinstance(suppressed, torch.Tensor):
         suppressed = torch.tensor(suppressed, dtype=torch.long, device=logits.device)
     scaled = scale_logits(logits, 1.0 if params.greedy else params.temperature, suppressed)
@@ -279,10 +283,7 @@ def sample_completions(
 
     `generator` (on the model's device) makes the draws reproducible; without it they use torch's global one.
     """
-    if params.repetition_penalty != 1.0:
-        raise ValueError(
-            f"the lean sampler has no repetition penalty (got {params.repetition_penalty}); RL rollouts use 1.0"
-        )
+    _refuse_repetition_penalty(params)
     device = _model_device(model)
     prompt = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
     num_prompts, prompt_len = prompt["input_ids"].shape

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from videor1.models.inputs import processor_inputs, vision_factor
-from videor1.models.load import load_model, load_processor
+from videor1.models.load import load_model, load_processor, set_torch_threads
 from videor1.serve.app import ServerState, create_app
 from videor1.serve.config import ServeConfig, is_loopback
 from videor1.serve.worker import GenerationWorker
@@ -28,10 +28,7 @@ def resolve_device(device: str) -> str:
 
 def build_state(cfg: ServeConfig) -> ServerState:
     """Load the model and processor and start the generation worker."""
-    if cfg.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
+    set_torch_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
     model = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, device=device)
     processor = load_processor(cfg.model)
