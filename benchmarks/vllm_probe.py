@@ -11,8 +11,9 @@ resizes) and prompts from `videor1.models.inputs.prompt_text`:
   c. greedy completions (vLLM, with and without a -100 logit bias on the vision tokens, vs the project's
      `generate_from_inputs`), and n=8 sampled completions whose sampler log-probs (`SamplingParams(logprobs=0)`,
      engine `logprobs_mode="processed_logprobs"`) are compared with `videor1.rl.logprobs.CompletionScorer`;
-     then again with vLLM's Qwen2/2.5-VL positions replaced by transformers 5's rule (the engine's
-     `videor1.models.vllm_engine.hf_mrope_positions`);
+     then again with vLLM's Qwen2.5-VL positions computed by the HF path's released rule (the engine's
+     `videor1.models.vllm_engine.released_mrope_positions`, which differs from vLLM's own only at fractional
+     seconds per grid);
   d. a fixed completion scored by vLLM (`prompt_logprobs=0`) vs the HF model, before and after an in-place
      weight update (`LLM.collective_rpc("reload_weights", kwargs={"weights_iterator": ...})`, the in-process
      worker's `reload_weights`, a full state dict, and a plain `model.load_weights`), and what a stale prefix
@@ -418,13 +419,13 @@ def run_family(family: str, work: Path, *, eager: bool, device_normalize: bool) 
     result["token_prompt_ids_equal"] = {k: vllm_fixed(k)[1] for k in cases}
     result["fixed_initial"] = fixed_diff()
 
-    # the same with transformers 5's text positions after a vision item (Qwen2/2.5-VL only)
-    patched = family in ("qwen2_vl", "qwen2_5_vl")
-    result["hf5_positions_patch"] = patched
+    # the same with the released rule the engine installs (Qwen2.5-VL only)
+    patched = family == "qwen2_5_vl"
+    result["released_positions_patch"] = patched
     if patched:
-        from videor1.models.vllm_engine import hf_mrope_positions
+        from videor1.models.vllm_engine import released_mrope_positions
 
-        positions_fn["fn"] = types.MethodType(hf_mrope_positions, model)
+        positions_fn["fn"] = types.MethodType(released_mrope_positions, model)
         patched_rows = {}
         for kind, case in cases.items():
             captured.clear()
@@ -435,7 +436,7 @@ def run_family(family: str, work: Path, *, eager: bool, device_normalize: bool) 
         result["patched_reference"] = patched_rows
         fresh_caches()
         result["greedy_patched"] = greedy_check()
-        result["sampled_patched"] = sampled_check("initial weights, HF-5 positions patch", seed=1234)
+        result["sampled_patched"] = sampled_check("initial weights, released positions patch", seed=1234)
         result["fixed_patched"] = fixed_diff()
 
     # d: in-place weight update
@@ -554,7 +555,7 @@ def print_report(results: list[dict[str, Any]]) -> None:
             if key not in r:
                 continue
             if key == "greedy_patched":
-                print("     with the HF-5 positions patch:")
+                print("     with the released positions patch:")
             for kind, row in r[key].items():
                 plain = "" if row["equal_plain"] else f" {row['vllm_plain_ids']}"
                 print(f"     {kind:7s} HF {row['hf_ids']}  vLLM biased {row['vllm_biased_ids']} "
@@ -572,9 +573,9 @@ def print_report(results: list[dict[str, Any]]) -> None:
         print(f"  d. fixed completion {r['fixed_completion_ids']} scored with prompt_logprobs=0 "
               f"(TokensPrompt ids == HF ids + completion: {r['token_prompt_ids_equal']})")
         print(f"     initial weights, vs HF: {fmt_diffs(r['fixed_initial'])}")
-        if r["hf5_positions_patch"]:
+        if r["released_positions_patch"]:
             positions = {k: v["positions"] for k, v in r["patched_reference"].items()}
-            print(f"     with the HF-5 positions patch: positions {positions}")
+            print(f"     with the released positions patch: positions {positions}")
             print(f"     initial weights + patch, vs HF: {fmt_diffs(r['fixed_patched'])}")
         u = r["update"]
         print(f"     before update, vs HF perturbed: {fmt_diffs(u['before_vs_hf_perturbed'])}")

@@ -150,7 +150,7 @@ def test_temporal_with_continuous_accuracy_threshold() -> None:
         mu=paper.mu,
     )
     torch.testing.assert_close(bonus, torch.tensor([[0.3, 0.3, 0.0, 0.0]]))
-    # code: p = 3/4, p̃ = 2/2 -> 0.75 < 0.8 · 1.0, not granted
+    # the code's threshold on fractions: p = 3/4, p̃ = 2/2 -> 0.75 < 0.8 · 1.0, not granted
     bonus, _ = temporal_bonus(
         is_correct(accuracy, code.threshold),
         is_correct(shuffled_accuracy, code.threshold),
@@ -158,11 +158,37 @@ def test_temporal_with_continuous_accuracy_threshold() -> None:
         mu=code.mu,
     )
     torch.testing.assert_close(bonus, torch.zeros(1, 4))
+    # the released code compares mean rewards: p = (0.9 + 0.6 + 0.2 + 0.1) / 4 = 0.45, p̃ = (0.7 + 0.3) / 2 = 0.5
+    # -> 0.45 ≥ 0.8 · 0.5 = 0.4, granted: +0.3 on the three answers above 0.1
+    assert code.group_accuracy == "mean_reward"
+    bonus, stats = temporal_bonus(
+        is_correct(accuracy, code.threshold),
+        is_correct(shuffled_accuracy, code.threshold),
+        alpha=code.alpha,
+        mu=code.mu,
+        ordered_scores=accuracy,
+        shuffled_scores=shuffled_accuracy,
+    )
+    torch.testing.assert_close(stats.p, torch.tensor([0.45]))
+    torch.testing.assert_close(stats.p_shuffled, torch.tensor([0.5]))
+    torch.testing.assert_close(bonus, torch.tensor([[0.3, 0.3, 0.3, 0.0]]))
+
+
+def test_temporal_scores_below_the_threshold_grant_nobody() -> None:
+    # mean rewards: p = 0.05 ≥ 0.8 · p̃ = 0 holds, but no ordered answer is above 0.1: no bonus, not granted
+    scores = torch.tensor([[0.05, 0.05]])
+    shuffled = torch.zeros(1, 2)
+    bonus, stats = temporal_bonus(scores > 0.1, shuffled > 0.1, alpha=0.3, mu=0.8, ordered_scores=scores,
+                                  shuffled_scores=shuffled)
+    torch.testing.assert_close(bonus, torch.zeros(1, 2))
+    assert stats.granted.tolist() == [False]
+    with pytest.raises(ValueError, match="both"):
+        temporal_stats(scores > 0.1, shuffled > 0.1, mu=0.8, ordered_scores=scores)
 
 
 def test_presets() -> None:
-    assert PRESETS["paper"] == TemporalPreset(alpha=0.3, mu=1.0, threshold=0.5)
-    assert PRESETS["video-r1-code"] == TemporalPreset(alpha=0.3, mu=0.8, threshold=0.1)
+    assert PRESETS["paper"] == TemporalPreset(alpha=0.3, mu=1.0, threshold=0.5, group_accuracy="correct_fraction")
+    assert PRESETS["video-r1-code"] == TemporalPreset(alpha=0.3, mu=0.8, threshold=0.1, group_accuracy="mean_reward")
     with pytest.raises(AttributeError):
         PRESETS["paper"].alpha = 1.0  # frozen
 

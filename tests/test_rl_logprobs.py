@@ -1,4 +1,4 @@
-"""Rollouts and log-probs: what the trainer scores is exactly what was sampled (DESIGN §8).
+"""Rollouts and log-probs: what the trainer scores is exactly what was sampled (docs/design.md §8).
 
 For every family, a mixed image+video batch with left padding is generated with HF `generate`; the
 trainer's scorer (vision encoded once per prompt, features repeated through `mm_encoder_outputs`) must give

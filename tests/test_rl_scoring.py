@@ -170,23 +170,24 @@ IS_VIDEO = torch.tensor([True, False, True])
             [0.25, 0.25],
             [0.0, 0.5],
         ),
-        # video-r1-code: α = 0.3, μ = 0.8, correct = accuracy > 0.1
-        #   q0: ordered [1, 1, 1, 0] -> p = 3/4; shuffled [1, 0] -> p~ = 1/2; 0.75 ≥ 0.8·0.5 = 0.4 -> granted
-        #       bonus 0.3 on the three correct answers
-        #   q2: ordered [1, 0, 0, 0] -> p = 1/4; shuffled [1, 1] -> p~ = 1; 0.25 < 0.8 -> not granted
-        # (the original averaged over the batch: p = 4/8 = 0.5, p~ = 3/4, 0.5 < 0.8·0.75 = 0.6 -> nobody rewarded)
+        # video-r1-code: α = 0.3, μ = 0.8, correct = accuracy > 0.1, p and p~ the mean accuracy rewards
+        #   q0: p = (1 + 0.3 + 0.3 + 0) / 4 = 0.4; p~ = (0.3 + 0) / 2 = 0.15; 0.4 ≥ 0.8·0.15 = 0.12 -> granted
+        #       bonus 0.3 on the three answers above 0.1
+        #   q2: p = 1/4 = 0.25; p~ = (1 + 0.3) / 2 = 0.65; 0.25 < 0.8·0.65 = 0.52 -> not granted
+        # (the original averaged over the batch: p = 0.325, p~ = 0.4, 0.325 ≥ 0.32 -> q2's answer rewarded too)
         (
             "video-r1-code",
             [[0.3, 0.3, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
-            [0.75, 0.25],
-            [0.5, 1.0],
+            [0.4, 0.25],
+            [0.15, 0.65],
         ),
     ],
 )
 def test_temporal_rewards_per_video_question(preset, bonus, p, p_shuffled):
     knobs = PRESETS[preset]
     got, stats = temporal_rewards(
-        ACCURACY, SHUFFLED, IS_VIDEO, alpha=knobs.alpha, mu=knobs.mu, threshold=knobs.threshold
+        ACCURACY, SHUFFLED, IS_VIDEO, alpha=knobs.alpha, mu=knobs.mu, threshold=knobs.threshold,
+        group_accuracy=knobs.group_accuracy,
     )
     torch.testing.assert_close(got, torch.tensor(bonus))
     # one entry per video question (V = 2), not one batch average
@@ -203,11 +204,43 @@ def test_temporal_rewards_margin_mu(preset, granted):
     shuffled = torch.tensor([[1.0, 1.0]])
     knobs = PRESETS[preset]
     bonus, stats = temporal_rewards(
-        accuracy, shuffled, torch.tensor([True]), alpha=knobs.alpha, mu=knobs.mu, threshold=knobs.threshold
+        accuracy, shuffled, torch.tensor([True]), alpha=knobs.alpha, mu=knobs.mu, threshold=knobs.threshold,
+        group_accuracy=knobs.group_accuracy,  # binary accuracy: means and fractions agree
     )
     expected = [[0.3, 0.3, 0.3, 0.3, 0.0]] if granted else [[0.0] * 5]
     torch.testing.assert_close(bonus, torch.tensor(expected))
     assert stats.granted.tolist() == [granted]
+
+
+@pytest.mark.parametrize(
+    ("preset", "group_accuracy", "bonus", "p", "p_shuffled", "granted"),
+    [
+        # the released code (acc_mean >= 0.8 * shuffled_acc_mean; +0.3 where accuracy > 0.1):
+        # p = 0.2, p~ = 0.9; 0.2 < 0.8·0.9 = 0.72 -> withheld
+        ("video-r1-code", None, 0.0, 0.2, 0.9, False),
+        # the same knobs on fractions: every answer is above 0.1, p = 8/8 = 1, p~ = 4/4 = 1; 1 ≥ 0.8 -> granted
+        ("video-r1-code", "correct_fraction", 0.3, 1.0, 1.0, True),
+        # the paper: 0.2 is not above 0.5, so p = 0 (nothing to reward); p~ = 4/4 = 1
+        ("paper", None, 0.0, 0.0, 1.0, False),
+    ],
+)
+def test_temporal_rewards_on_continuous_accuracy_follow_the_preset(preset, group_accuracy, bonus, p, p_shuffled,
+                                                                   granted):
+    # an OCR question: every ordered answer scores 0.2 (G = 8), every shuffled one 0.9 (G~ = 4)
+    knobs = PRESETS[preset]
+    got, stats = temporal_rewards(
+        torch.full((1, 8), 0.2), torch.full((1, 4), 0.9), torch.tensor([True]), alpha=knobs.alpha, mu=knobs.mu,
+        threshold=knobs.threshold, group_accuracy=group_accuracy or knobs.group_accuracy,
+    )
+    torch.testing.assert_close(got, torch.full((1, 8), bonus))
+    torch.testing.assert_close(stats.p, torch.tensor([p]))
+    torch.testing.assert_close(stats.p_shuffled, torch.tensor([p_shuffled]))
+    assert stats.granted.tolist() == [granted]
+
+
+def test_temporal_rewards_reject_an_unknown_group_accuracy():
+    with pytest.raises(ValueError, match="group_accuracy must be one of correct_fraction, mean_reward"):
+        temporal_rewards(ACCURACY, SHUFFLED, IS_VIDEO, alpha=0.3, mu=1.0, threshold=0.5, group_accuracy="mean")
 
 
 def test_temporal_rewards_nothing_correct_is_not_granted():

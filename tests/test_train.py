@@ -164,6 +164,56 @@ def test_shuffled_group_gets_the_same_frames_in_another_order(tmp_path, tiny_mod
         assert torch.equal(a["pixel_values_videos"].sort(0).values, b["pixel_values_videos"].sort(0).values)
 
 
+def test_each_draw_of_a_step_shuffles_anew_and_a_replay_draws_the_same(tmp_path, tiny_models, synth_root):
+    from videor1.rl.trainer import shuffle_seed
+
+    trainer = GRPOTrainer(config(tmp_path, tiny_models(), synth_root))
+    batch = trainer.stream.next_batch(8)
+    videos = [i for i, item in enumerate(batch) if item.sample.is_video][:3]
+
+    def draw():  # one micro-batch (or one dynamic-sampling round) of the current step
+        return [m.video.frames for m in trainer._shuffled_media(batch, videos)]
+
+    first, second = draw(), draw()
+    assert any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))  # not the same permutations
+    trainer._shuffle_draws = 0  # what train_step does at the start of every step, and so of a resumed one
+    assert all(torch.equal(a, b) for a, b in zip(first, draw(), strict=True))
+    seeds = {shuffle_seed(0, step, rank, n) for step in range(3) for rank in range(2) for n in range(4)}
+    assert len(seeds) == 24 and shuffle_seed(0, 1, 0, 2) == shuffle_seed(0, 1, 0, 2)
+
+
+@pytest.mark.parametrize("disable_dropout", [True, False])
+def test_first_importance_ratio_is_exactly_one_with_lora_dropout(tmp_path, tiny_models, synth_root, monkeypatch,
+                                                                 disable_dropout):
+    """μ = 2: the old log-probs and the first update's come from one network only when dropout is off."""
+    import videor1.rl.trainer as trainer_module
+
+    log_ratios = []
+    loss = trainer_module.grpo_loss
+
+    def spy(logp, old_logp, ref_logp, advantages, mask, **kwargs):
+        log_ratios.append((logp.detach() - old_logp)[mask.bool()])  # log of the importance ratio, per token
+        return loss(logp, old_logp, ref_logp, advantages, mask, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "grpo_loss", spy)
+    cfg = config(tmp_path, tiny_models(), synth_root, "max_steps=1", "save_every=100", "algorithm.num_iterations=2",
+                 "model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.05",
+                 f"algorithm.disable_dropout={str(disable_dropout).lower()}")
+    trainer = GRPOTrainer(cfg)
+    with torch.no_grad():  # a trained adapter: with B = 0 (peft's init) LoRA's dropout would change nothing
+        generator = torch.Generator().manual_seed(0)
+        for name, p in trainer.policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    trainer.train()
+    first, second = log_ratios  # one micro-batch, two iterations
+    if disable_dropout:
+        assert torch.equal(first, torch.zeros_like(first))  # ratio exactly 1 before any update
+    else:
+        assert first.abs().max() > 1e-3  # what dropout did to the ratio before any update
+    assert second.abs().max() > 1e-4  # after the first update the ratio moves, as it should
+
+
 def expected_lrs(optim, updates_per_step, steps):
     """The per-step learning rate of a 1-process run: the schedule stepped once per optimizer update."""
     from transformers import get_scheduler

@@ -16,7 +16,13 @@ import torch  # noqa: E402
 from videor1.config import MediaConfig  # noqa: E402
 from videor1.data.dataset import load_dataset  # noqa: E402
 from videor1.models.generation import SamplingParams, eos_token_ids, generate_from_inputs  # noqa: E402
-from videor1.models.inputs import load_sample_media, processor_inputs, prompt_text, vision_factor  # noqa: E402
+from videor1.models.inputs import (  # noqa: E402
+    SampleMedia,
+    load_sample_media,
+    processor_inputs,
+    prompt_text,
+    vision_factor,
+)
 from videor1.models.load import load_model_and_processor  # noqa: E402
 from videor1.models.vllm_engine import VLLMEngine, VLLMSettings, policy_weights  # noqa: E402
 from videor1.rl.logprobs import CompletionScorer  # noqa: E402
@@ -106,3 +112,58 @@ def test_sampling_logprobs_follow_the_weights_pushed_into_the_engine(family_setu
             for name, p in model.named_parameters():
                 p.copy_(original[name])
         engine.load_weights(policy_weights(model))
+
+
+def fractional_fps_video(processor):
+    """8 frames sampled at 1.2 fps (every 5th frame of a 6 fps clip): 5/3 s per temporal patch."""
+    from pathlib import Path
+
+    from videor1.data.media import DecodedVideo
+
+    side = 64 if "Qwen3" in type(processor).__name__ else 56
+    frames = torch.randint(0, 255, (8, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    indices = list(range(0, 40, 5))
+    return SampleMedia(video=DecodedVideo(
+        frames=frames, frame_indices=indices, timestamps=[i / 6 for i in indices], video_fps=6.0, total_frames=40,
+        duration=40 / 6, sample_fps=1.2, path=Path("fractional.mp4"),
+    ))
+
+
+def test_positions_at_fractional_seconds_per_grid_are_the_released_ones(family_setup):
+    family, model, processor, texts, _, engine = family_setup
+    media = fractional_fps_video(processor)
+    inputs = hf_inputs(processor, texts[1], media)
+    keys = ("input_ids", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts", "attention_mask")
+    expected, _ = model.model.get_rope_index(**{k: inputs[k] for k in keys if k in inputs})  # the HF path's rule
+    vmodel = engine.llm.llm_engine.model_executor.driver_worker.model_runner.get_model()
+    installed = vmodel.get_mrope_input_positions
+    captured = {}
+
+    def capture(tokens, features):
+        captured["args"] = (tokens, features)
+        captured["positions"] = installed(tokens, features)[0]
+        return installed(tokens, features)
+
+    vmodel.get_mrope_input_positions = capture
+    try:
+        engine.llm.reset_prefix_cache()
+        engine.generate([texts[1]], [media], SamplingParams(max_new_tokens=1, temperature=0.0))
+    finally:
+        vmodel.get_mrope_input_positions = installed
+    assert torch.equal(captured["positions"], expected[:, 0]), family
+    if family == "qwen2_5_vl":
+        is_video = inputs["input_ids"][0] == model.config.video_token_id
+        # 1.2 fps: 5/3 s per grid; the tiny config keeps transformers' default of 4 tokens per second, so
+        # τ = ⌊t · 5/3 · 4⌋ = 0, 6, 13, 20 (float32, as released)
+        assert model.config.vision_config.tokens_per_second == 4
+        start = int(expected[1, 0][is_video].min())
+        assert (expected[0, 0][is_video].unique() - start).tolist() == [0, 6, 13, 20]
+        # vLLM's own rule floors 3 · 1.6666666 · 4 = 19.9999995 in float64: 19, below the released 20
+        native, _ = type(vmodel).get_mrope_input_positions(vmodel, *captured["args"])
+        assert (native[0][is_video].unique() - start).tolist() == [0, 6, 13, 19]
+    # and the engine's log-probs on this video still equal the scorer's
+    params = SamplingParams(max_new_tokens=6, temperature=0.7)
+    eos = eos_token_ids(model, processor.tokenizer)
+    completions = engine.completions([texts[1]], [media], params, n=3, eos_ids=eos, seed=5)
+    logp = scorer_logprobs(model, processor, texts[1], media, completions, params.temperature)
+    assert float(((logp - completions.logprobs).abs() * completions.mask).max()) < 1e-4, family

@@ -366,11 +366,16 @@ class TemporalPreset:
     """Margin μ: the test is p ≥ μ·p̃ (1.0 in the paper, 0.8 in the released code)."""
     threshold: float
     """An answer is correct when its accuracy reward is above this (continuous rewards)."""
+    group_accuracy: str
+    """What p and p̃ average: correct_fraction (answers above the threshold, the paper) or mean_reward (the
+    accuracy rewards themselves, as the released code's `acc_mean >= 0.8 * shuffled_acc_mean`)."""
 
+
+GROUP_ACCURACY: tuple[str, ...] = ("correct_fraction", "mean_reward")
 
 PRESETS: dict[str, TemporalPreset] = {
-    "paper": TemporalPreset(alpha=0.3, mu=1.0, threshold=0.5),
-    "video-r1-code": TemporalPreset(alpha=0.3, mu=0.8, threshold=0.1),
+    "paper": TemporalPreset(alpha=0.3, mu=1.0, threshold=0.5, group_accuracy="correct_fraction"),
+    "video-r1-code": TemporalPreset(alpha=0.3, mu=0.8, threshold=0.1, group_accuracy="mean_reward"),
 }
 """`algorithm.preset`: the paper's values, and those the released Video-R1 model was trained with."""
 
@@ -395,6 +400,7 @@ LOSS_DEFAULTS: dict[str, ClipRange] = {
 
 _ALGORITHM_CHOICES: dict[str, tuple[str, ...]] = {
     "preset": tuple(PRESETS),
+    "group_accuracy": GROUP_ACCURACY,
     "shuffle_mode": ("frame", "patch"),
     "advantage": ("grpo", "rloo", "reinforce_pp"),
     "scale_rewards": ("group", "batch", "none"),
@@ -439,11 +445,16 @@ class AlgorithmConfig(StrictModel):
 
     temporal: bool = Field(True, description="T-GRPO: score a shuffled-frame group for each video question")
     preset: str = Field(
-        "paper", description="temporal knobs: paper (alpha 0.3, mu 1.0, threshold 0.5) or video-r1-code (0.3, 0.8, 0.1)"
+        "paper", description="temporal knobs: paper (alpha 0.3, mu 1.0, threshold 0.5, fraction correct) or "
+        "video-r1-code (0.3, 0.8, 0.1, mean accuracy reward)"
     )
     alpha: float = Field(description="temporal reward; default: the preset's alpha")
     mu: float = Field(description="margin in p >= mu * p_shuffled; default: the preset's mu")
     threshold: float = Field(description="accuracy above this counts as correct; default: the preset's threshold")
+    group_accuracy: str = Field(
+        description="p and p~ as the fraction of correct answers (correct_fraction) or the mean accuracy reward "
+        "(mean_reward); default: the preset's (paper: correct_fraction, video-r1-code: mean_reward)"
+    )
     shuffle_mode: str = Field("frame", description="frame (the original) or patch (keeps frame pairs)")
     num_generations: int = Field(8, ge=1, description="G: ordered completions per prompt")
     num_shuffled: int = Field(ge=1, description="G~: shuffled completions per video; default: max(1, G // 2)")
@@ -460,6 +471,11 @@ class AlgorithmConfig(StrictModel):
         ge=0, description="ratio clipped above at 1 + clip_high; default: the loss type's (LOSS_DEFAULTS)"
     )
     num_iterations: int = Field(1, ge=1, description="optimizer updates per rollout batch")
+    disable_dropout: bool = Field(
+        True,
+        description="dropout off in the policy (LoRA's and the model's), so old and new log-probs of a batch come "
+        "from one network and the first importance ratio is exactly 1 (as verl and OpenRLHF)",
+    )
     scoring: Literal["shared_prefix", "full"] = Field(
         "shared_prefix",
         description="log-probs with each prompt run once under its G completions (shared_prefix, needs SDPA "
@@ -478,7 +494,7 @@ class AlgorithmConfig(StrictModel):
         _check_choice("preset", preset)  # checked before use as a key, so the error names it
         _check_choice("loss_type", loss_type)
         resolved: dict[str, Any] = {
-            **asdict(PRESETS[preset]),  # alpha, mu, threshold
+            **asdict(PRESETS[preset]),  # alpha, mu, threshold, group_accuracy
             **LOSS_DEFAULTS[loss_type]._asdict(),  # clip_low, clip_high
             # Dr.GRPO is defined without std scaling of the advantages (arXiv 2503.20783)
             "scale_rewards": "none" if loss_type == "dr_grpo" else "group",

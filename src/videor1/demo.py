@@ -19,7 +19,7 @@ from videor1.data.dataset import load_dataset
 from videor1.data.schema import Sample
 from videor1.eval.generate import Answer, answer_samples
 
-# The stages' shared media settings: 4 frames of 56x56 (DESIGN §9), images at the same size.
+# The stages' shared media settings: 4 frames of 56x56 (docs/design.md §9), images at the same size.
 DEMO_MEDIA = [
     "media.fps=2.0", "media.min_frames=4", "media.max_frames=4", "media.video_min_pixels=3136",
     "media.video_max_pixels=3136", "media.image_min_pixels=3136", "media.image_max_pixels=3136",
@@ -95,7 +95,7 @@ def split_train(train_json: Path, n_sft: int) -> tuple[Path, Path]:
 
 
 def sft_config(out: Path, model: str, seed: int, s: DemoSettings) -> SFTConfig:
-    """The cold start: short on purpose, so RL has room to improve (DESIGN §9)."""
+    """The cold start: short on purpose, so RL has room to improve (docs/design.md §9)."""
     return load_config(SFTConfig, None, [
         *_common(out, model, seed, "sft.json"), f"output_dir={out / 'sft'}", f"max_steps={s.sft_steps}",
         f"batch_size={s.sft_batch_size}", f"optim.lr={s.sft_lr}", "optim.weight_decay=0.0", "optim.max_grad_norm=1.0",

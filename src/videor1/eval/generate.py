@@ -3,7 +3,7 @@
 Media is decoded per sample before batching, so a bad file fails only its own sample. If a batched
 `generate` raises (out of memory, a processor error on one prompt), the batch's samples are retried one
 by one, so only the culprit is recorded as failed. The original Video-R1 evaluation turned all 64 samples
-of a batch into "error" when one failed (DESIGN §4).
+of a batch into "error" when one failed (docs/design.md §4).
 
 The generator is the HF model, or an engine with a `texts` method (`TextEngine`: the vLLM engine), which
 gets the same rendered prompts and decoded media, so both paths share the isolation above.

@@ -35,6 +35,7 @@ import torch
 from transformers import GenerationConfig
 
 from videor1.models.load import set_checkpointing, unwrap_peft
+from videor1.models.mrope import use_released_positions
 
 logger = logging.getLogger("videor1.generation")
 
@@ -224,6 +225,7 @@ def _checkpoint_settings_ignored(model: Any) -> Iterator[None]:
 def _generate(model: Any, inputs: Any, config: GenerationConfig, stopping_criteria: Any = None) -> Any:
     """The package's only `model.generate` call: an output with `.sequences` [N, Lp + T] (`.scores` if asked)."""
     extra = {} if stopping_criteria is None else {"stopping_criteria": stopping_criteria}
+    use_released_positions(model)  # a model loaded outside `load_model` numbers positions as released too
     with generation_mode(model), _checkpoint_settings_ignored(model):
         return model.generate(**inputs, generation_config=config, **extra)
 

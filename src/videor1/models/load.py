@@ -57,8 +57,14 @@ def load_model(
     device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> Any:
-    """An image-text-to-text model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...) in eval mode on `device`."""
+    """An image-text-to-text model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...) in eval mode on `device`.
+
+    Qwen-VL models number their M-RoPE positions with the rule they were released with, whatever the installed
+    transformers computes (`videor1.models.mrope`).
+    """
     from transformers import AutoModelForImageTextToText
+
+    from videor1.models.mrope import use_released_positions
 
     check_model_source(name_or_path)
     if attn_implementation is not None:
@@ -66,6 +72,7 @@ def load_model(
     model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype), **kwargs)
     if device is not None:
         model = model.to(device)
+    use_released_positions(model)
     return model.eval()
 
 
@@ -97,6 +104,24 @@ def set_checkpointing(model: Any, enabled: bool) -> None:
     else:
         disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
         disable()
+
+
+def disable_dropout(model: Any) -> int:
+    """Set every dropout of a model to 0 (nn.Dropout, LoRA's included, and attention dropout); returns how many.
+
+    RL needs it (as verl and OpenRLHF do it): with dropout on, the old and the updated log-probs of one batch
+    come from different random sub-networks, so the first importance ratio is not 1 and the clip bites on noise.
+    """
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0:
+            module.p = 0.0
+            changed += 1
+        # transformers' attention modules pass `attention_dropout` to the attention kernel while training
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout != 0:
+            module.attention_dropout = 0.0
+            changed += 1
+    return changed
 
 
 def vision_tower(model: Any) -> Any:

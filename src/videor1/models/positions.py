@@ -2,10 +2,10 @@
 
 Shared-prefix scoring packs a prompt and its G completions into one row, and the lean sampler decodes from a
 prompt cache expanded to G rows; neither sequence is one the model could number on its own. Both take the
-prompt's positions from the model's own `get_rope_index` (so every family's rule, Qwen3-VL's per-frame
-timestamps included, stays the model's) and number completion tokens as the text that follows: every
-completion token t sits at `next_position + t` on all three axes, exactly where the model puts it in a
-full prompt+completion sequence.
+prompt's positions from the model's `get_rope_index`, the released rule installed on the instance
+(`videor1.models.mrope`), and number completion tokens as the text that follows: every completion token t
+sits at `next_position + t` on all three axes, exactly where the model puts it in a full prompt+completion
+sequence.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from videor1.models.load import unwrap_peft
+from videor1.models.mrope import use_released_positions
 
 _ROPE_INPUTS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts", "attention_mask")
 
@@ -31,6 +32,7 @@ def mm_token_types(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
 
 def prompt_positions(model: Any, prompt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """M-RoPE positions [3, B, Lp] of left-padded prompts (0 on padding) and each row's next position [B]."""
+    use_released_positions(model)
     inner = unwrap_peft(model).model
     token_types = prompt.get("mm_token_type_ids")
     if token_types is None:

@@ -6,7 +6,7 @@ classes load exactly like a hub checkpoint, so tests and the demo exercise the r
 Deviations from the real checkpoints, on purpose:
 - `<think>`, `</think>`, `<answer>`, `</answer>` are single added (non-special) tokens in every family, so
   a 0.6M-parameter model can learn the output format in a few hundred steps; decoding keeps them.
-- `initializer_range` is 0.05, not 0.02: measured on this CPU (DESIGN §9), the default init stalls at
+- `initializer_range` is 0.05, not 0.02: measured on this CPU (docs/design.md §9), the default init stalls at
   the class prior in most seeds while 0.05 learns the video in every seed tried.
 """
 
@@ -84,7 +84,7 @@ def chat_template(family: Family) -> str:
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Sizes of a tiny model; defaults are the 0.6M-parameter prototype of DESIGN §9."""
+    """Sizes of a tiny model; defaults are the 0.6M-parameter prototype of docs/design.md §9."""
 
     hidden_size: int = 128
     intermediate_size: int = 256

@@ -12,10 +12,12 @@ of all three families; `benchmarks/vllm_probe.py`):
 - `logprobs_mode="processed_logprobs"`: sampling log-probs after temperature, top-k/top-p and the vision-token
   bias, i.e. the distribution actually sampled from, which is what the scorer models;
 - `mm_device_do_normalize=False`: vLLM would otherwise normalise videos with the image processor's mean/std;
-- M-RoPE positions of Qwen2-VL / Qwen2.5-VL: vLLM resumes the text after a video at max(all three rows) + 1,
-  transformers 5 at the item's start + max(h, w); where the scaled temporal index outgrows the spatial grid
-  the two place the answer differently. The HF path is the one trained and scored, so vLLM takes its rule
-  (`hf_mrope_positions`, installed on the model instance).
+- M-RoPE positions of Qwen2.5-VL: vLLM resumes the text after a vision item at its largest position
+  + 1, as the released models do, but floors a video's scaled time in float64 where the released code (and
+  the HF path) rounds it in float32 first; for fractional seconds per grid (videos sampled at 1.2 fps, say)
+  some temporal patches then land one position apart. vLLM's Qwen2.5-VL instance therefore gets the HF path's
+  own function (`released_mrope_positions`, `videor1.models.mrope`); Qwen2-VL and Qwen3-VL scale no time and
+  keep vLLM's rule.
 Vision placeholder tokens are suppressed with a -100 logit bias, as the HF path suppresses them.
 
 Weights follow the policy in place (`load_weights`: vLLM's `reload_weights` through `collective_rpc`, then the
@@ -36,9 +38,10 @@ import torch
 
 from videor1.models.generation import Completions, SamplingParams, completion_mask, suppressed_token_ids
 from videor1.models.inputs import SampleMedia, video_metadata
+from videor1.models.mrope import ReleasedRopeIndex, rope_rule
 
 _VISION_BIAS = -100.0  # vLLM clamps logit biases to ±100: enough to never sample a placeholder
-_HF_POSITION_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+_TIME_SCALED_FAMILIES = ("qwen2_5_vl",)  # vLLM numbers Qwen2-VL and Qwen3-VL as released
 
 
 class EngineMismatch(RuntimeError):
@@ -68,36 +71,29 @@ def _set_environment(settings: VLLMSettings) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
 
 
-def hf_mrope_positions(self: Any, input_tokens: list[int], mm_features: list[Any]) -> tuple[Any, int]:
-    """vLLM's Qwen2/2.5-VL M-RoPE positions with transformers 5's rule for the text after a vision item."""
-    import numpy as np
+def released_mrope_positions(self: Any, input_tokens: list[int], mm_features: list[Any]) -> tuple[Any, int]:
+    """vLLM's `get_mrope_input_positions` for Qwen2.5-VL, computed by the HF path's released rule."""
+    features = sorted(mm_features, key=lambda f: f.mm_position.offset)
 
-    parts: list[Any] = []
-    start = current = 0
-    for offset, t, h, w, t_factor in self.iter_mm_grid_thw(mm_features):
-        text_len = offset - start
-        parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + current)
-        current += text_len
-        grid = np.indices((t, h, w))
-        if t_factor != 1.0:
-            grid[0] = (grid[0] * t_factor).astype(np.int64)
-        parts.append(grid.reshape(3, -1) + current)
-        current += max(h, w)  # transformers 5: the spatial extent alone, whatever the temporal one
-        start = offset + t * h * w
-    if start < len(input_tokens):
-        text_len = len(input_tokens) - start
-        parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + current)
-    positions = np.concatenate(parts, axis=1).reshape(3, -1)
-    return torch.from_numpy(positions), int(positions.max() + 1 - len(input_tokens))
+    def stacked(modality: str, key: str) -> torch.Tensor | None:
+        values = [f.data[key].data.reshape(-1) for f in features
+                  if f.modality == modality and f.data.get(key) is not None]
+        return torch.stack(values) if values else None
+
+    index = ReleasedRopeIndex(rope_rule(self.config), self.config.image_token_id, self.config.video_token_id)
+    positions, deltas = index(
+        torch.tensor([input_tokens]), image_grid_thw=stacked("image", "image_grid_thw"),
+        video_grid_thw=stacked("video", "video_grid_thw"), second_per_grid_ts=stacked("video", "second_per_grid_ts"),
+    )
+    return positions[:, 0], int(deltas)
 
 
-def _align_positions(worker: Any) -> bool:
-    """Install transformers 5's M-RoPE rule on a worker's Qwen2/2.5-VL model (run through collective_rpc)."""
+def _install_released_positions(worker: Any) -> bool:
+    """Give a worker's Qwen2.5-VL model the released M-RoPE rule (run through collective_rpc)."""
     model = worker.model_runner.get_model()
-    model_type = getattr(getattr(model, "config", None), "model_type", "")
-    if model_type not in _HF_POSITION_FAMILIES:
+    if getattr(getattr(model, "config", None), "model_type", "") not in _TIME_SCALED_FAMILIES:
         return False
-    model.get_mrope_input_positions = types.MethodType(hf_mrope_positions, model)
+    model.get_mrope_input_positions = types.MethodType(released_mrope_positions, model)
     return True
 
 
@@ -120,7 +116,7 @@ class VLLMEngine:
         )
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.positions_aligned = any(self.llm.collective_rpc(_align_positions))
+        self.released_positions = any(self.llm.collective_rpc(_install_released_positions))
         self.bias = {token: _VISION_BIAS for token in suppressed_token_ids(self.tokenizer)}
         self.sleeping = False
 

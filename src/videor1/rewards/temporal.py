@@ -10,6 +10,10 @@ Deviations from the original Video-R1 code, and why:
 - α, μ and the correctness threshold are arguments (see `PRESETS`, defined with the config in
   `videor1.config` and re-exported here) instead of the literals 0.3, 0.8 and 0.1 inline in the trainer;
   the paper states μ = 1.0 and binary correctness, the released code used μ = 0.8 and accuracy > 0.1.
+- What p and p̃ average is an argument too. The paper: the fraction of correct answers. The released code:
+  the mean accuracy *reward* (`acc_mean >= 0.8 * shuffled_acc_mean` in its grpo_trainer.py), which differs
+  for continuous rewards (OCR, free-form, regression): ordered accuracies 0.2 × 8 against shuffled 0.9 × 4
+  pass the paper's test at threshold 0.1 (1.0 ≥ 0.8 · 1.0) and fail the released one (0.2 < 0.8 · 0.9).
 
 `temporal_bonus` is the one place the reward α·granted·correct is computed; the trainer reaches it through
 `videor1.rl.scoring.temporal_rewards`, which selects a batch's video questions.
@@ -50,9 +54,14 @@ def is_correct(accuracy: Tensor, threshold: float) -> Tensor:
 
 
 def temporal_stats(
-    ordered_correct: Tensor, shuffled_correct: Tensor, *, mu: float, atol: float = 1e-6
+    ordered_correct: Tensor, shuffled_correct: Tensor, *, mu: float, ordered_scores: Tensor | None = None,
+    shuffled_scores: Tensor | None = None, atol: float = 1e-6,
 ) -> TemporalStats:
-    """Per-question p, p̃ and granted mask: ordered_correct [B, G], shuffled_correct [B, G̃] -> three [B]."""
+    """Per-question p, p̃ and granted mask: ordered_correct [B, G], shuffled_correct [B, G̃] -> three [B].
+
+    p and p̃ are the groups' fractions of correct answers (the paper), or the means of `ordered_scores` [B, G]
+    and `shuffled_scores` [B, G̃] when given (the released code averages the accuracy rewards).
+    """
     if ordered_correct.dim() != 2 or shuffled_correct.dim() != 2:
         raise ValueError(
             f"expected [B, G] and [B, G'] tensors; got {tuple(ordered_correct.shape)} "
@@ -65,22 +74,31 @@ def temporal_stats(
         )
     if ordered_correct.shape[1] == 0 or shuffled_correct.shape[1] == 0:
         raise ValueError("each question needs at least one ordered and one shuffled completion")
-    p = ordered_correct.float().mean(dim=1)  # [B]
-    p_shuffled = shuffled_correct.float().mean(dim=1)  # [B]
-    # p > 0: with nothing correct in either group p ≥ μ·p̃ holds vacuously but rewards nobody,
-    # and counting it would inflate the logged temporal-reward rate
+    if (ordered_scores is None) != (shuffled_scores is None):
+        raise ValueError("give both ordered_scores and shuffled_scores, or neither")
+    ordered = ordered_correct if ordered_scores is None else ordered_scores
+    shuffled = shuffled_correct if shuffled_scores is None else shuffled_scores
+    if ordered.shape != ordered_correct.shape or shuffled.shape != shuffled_correct.shape:
+        raise ValueError("scores and correctness must have the same shapes")
+    p = ordered.float().mean(dim=1)  # [B]
+    p_shuffled = shuffled.float().mean(dim=1)  # [B]
+    # a correct ordered answer: with none, p ≥ μ·p̃ may hold (vacuously, or on scores below the threshold)
+    # but rewards nobody, and counting it would inflate the logged temporal-reward rate
     # atol: the boundary p == μ·p̃ must grant, but e.g. 0.8 * 0.75 is not exactly 0.6 in binary floats
-    granted = (p >= mu * p_shuffled - atol) & (p > 0)  # [B]
+    granted = (p >= mu * p_shuffled - atol) & ordered_correct.bool().any(dim=1)  # [B]
     return TemporalStats(p=p, p_shuffled=p_shuffled, granted=granted)
 
 
 def temporal_bonus(
-    ordered_correct: Tensor, shuffled_correct: Tensor, *, alpha: float, mu: float, atol: float = 1e-6
+    ordered_correct: Tensor, shuffled_correct: Tensor, *, alpha: float, mu: float,
+    ordered_scores: Tensor | None = None, shuffled_scores: Tensor | None = None, atol: float = 1e-6,
 ) -> tuple[Tensor, TemporalStats]:
     """T-GRPO temporal reward and its test: ordered_correct [B, G], shuffled_correct [B, G̃] -> bonus [B, G], stats.
 
-    bonus is α on each correct ordered answer of a question that passed p ≥ μ·p̃, else 0 (float32).
+    bonus is α on each correct ordered answer of a question that passed p ≥ μ·p̃, else 0 (float32); p and p̃
+    as in `temporal_stats` (fractions correct, or the means of the scores when given).
     """
-    stats = temporal_stats(ordered_correct, shuffled_correct, mu=mu, atol=atol)  # three [B]
+    stats = temporal_stats(ordered_correct, shuffled_correct, mu=mu, ordered_scores=ordered_scores,
+                           shuffled_scores=shuffled_scores, atol=atol)  # three [B]
     bonus = alpha * (stats.granted.unsqueeze(1) & ordered_correct.bool()).float()  # [B, G]
     return bonus, stats

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from videor1.models.load import unwrap_peft
+from videor1.models.mrope import use_released_positions
 from videor1.models.positions import completion_positions, prompt_positions
 from videor1.rl.prefix_attention import check_prefix_attention, layout_mask
 
@@ -142,6 +143,7 @@ class CompletionScorer(nn.Module):
         super().__init__()
         if scoring not in ("shared_prefix", "full"):
             raise ValueError(f"unknown scoring {scoring!r}; expected shared_prefix or full")
+        use_released_positions(model)  # the full path's forward numbers positions itself
         self.model = model
         self.suppressed = list(suppressed or [])
         self.scoring = scoring

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from videor1.config import GROUP_ACCURACY
 from videor1.data.schema import Sample
 from videor1.rewards import length_bonus_batch, resolve_reward
 from videor1.rewards.temporal import TemporalStats, is_correct, temporal_bonus
@@ -62,17 +63,26 @@ def weighted_sum(per_function: dict[str, Tensor], weights: dict[str, float]) -> 
 
 
 def temporal_rewards(
-    accuracy: Tensor, shuffled_accuracy: Tensor, is_video: Tensor, *, alpha: float, mu: float, threshold: float
+    accuracy: Tensor, shuffled_accuracy: Tensor, is_video: Tensor, *, alpha: float, mu: float, threshold: float,
+    group_accuracy: str = "correct_fraction",
 ) -> tuple[Tensor, TemporalStats]:
     """T-GRPO bonus [P, G] for video questions only, and the per-video-question p, p̃, granted.
 
     accuracy [P, G] ordered-group accuracy rewards; shuffled_accuracy [V, G̃] for the V video rows of the
-    batch in order; is_video [P] bool. The reward itself is `videor1.rewards.temporal.temporal_bonus`;
-    this selects the video rows, thresholds accuracy into correctness and scatters the bonus back.
+    batch in order; is_video [P] bool. p and p̃ are the groups' fractions of answers above `threshold`
+    (`group_accuracy` correct_fraction, the paper) or their mean accuracy rewards (mean_reward, the released
+    code). The reward itself is `videor1.rewards.temporal.temporal_bonus`; this selects the video rows,
+    thresholds accuracy into correctness and scatters the bonus back.
     """
-    correct = is_correct(accuracy[is_video], threshold)  # [V, G]
+    if group_accuracy not in GROUP_ACCURACY:
+        raise ValueError(f"group_accuracy must be one of {', '.join(GROUP_ACCURACY)}, not {group_accuracy!r}")
+    ordered = accuracy[is_video]  # [V, G]
+    correct = is_correct(ordered, threshold)  # [V, G]
     shuffled_correct = is_correct(shuffled_accuracy, threshold)  # [V, G~]
-    video_bonus, stats = temporal_bonus(correct, shuffled_correct, alpha=alpha, mu=mu)  # [V, G]
+    scores = {}
+    if group_accuracy == "mean_reward":
+        scores = {"ordered_scores": ordered, "shuffled_scores": shuffled_accuracy}
+    video_bonus, stats = temporal_bonus(correct, shuffled_correct, alpha=alpha, mu=mu, **scores)  # [V, G]
     bonus = torch.zeros_like(accuracy)  # [P, G] image questions keep 0
     bonus[is_video] = video_bonus.to(bonus.dtype)  # [V, G]
     return bonus, stats

@@ -4,7 +4,7 @@ The shared skeleton (`videor1.recipe`: accelerator, model preparation, optimizer
 checkpoints, clean exit) does the plumbing; this file is the RL loop only.
 
 Differences from the original Video-R1 trainer, each on purpose:
-- P >= 1 prompts per device, images and videos mixed; p and p̃ are per question (DESIGN §1).
+- P >= 1 prompts per device, images and videos mixed; p and p̃ are per question (docs/design.md §1).
 - The vision encoder runs once per prompt: at rollout time its features are cached and reused for the
   reference, the old policy and (when the tower is frozen) the policy forward of every update.
 - The shuffled group permutes the frames that were decoded for the ordered group; the file is read once.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import gather_object
 
@@ -46,6 +47,7 @@ from videor1.models.inputs import (
     temporal_patch_size,
     vision_factor,
 )
+from videor1.models.load import disable_dropout
 from videor1.models.sampler import concat_inputs, sample_completions, split_completions
 from videor1.recipe import Recipe
 from videor1.rl.advantages import informative_groups, overlong_penalty
@@ -84,6 +86,11 @@ class Rollout:
         return self.groups.completions
 
 
+def shuffle_seed(seed: int, step: int, rank: int, draw: int) -> int:
+    """A generator seed for the `draw`-th shuffled-frame draw of a step on a process: distinct per tuple."""
+    return int(np.random.SeedSequence([seed, step, rank, draw]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def step_advantages(
     totals: list[torch.Tensor],
     estimate: Callable[[torch.Tensor], torch.Tensor],
@@ -110,6 +117,8 @@ class GRPOTrainer:
         self.skipped_prompts: int = self.run.state.get("skipped_prompts", 0)
         self.use_kl = config.algorithm.kl_coef > 0
         self.processor, model, reference = self.run.load_model(reference=self.use_kl)
+        if config.algorithm.disable_dropout:
+            self.log.info(f"dropout off in the policy ({disable_dropout(model)} modules)")
         suppressed = suppressed_token_ids(self.processor.tokenizer)  # never sampled, so never scored
         scoring = config.algorithm.scoring
         self.ref_scorer = CompletionScorer(reference, suppressed, scoring=scoring) if reference is not None else None
@@ -129,6 +138,7 @@ class GRPOTrainer:
         self.run.restore()
         if self.run.checkpoint is not None:
             self.stream.load_state_dict(self.run.state["streams"][self.accelerator.process_index])
+        self._shuffle_draws = 0  # shuffled-frame draws so far in this step
         self.engine = self._vllm_engine() if config.generation.engine == "vllm" else None
         self.prompts_checked = not config.generation.vllm.check_prompts
 
@@ -241,9 +251,14 @@ class GRPOTrainer:
             kept = [item for i, item in enumerate(kept) if i not in too_long]
 
     def _shuffled_media(self, batch: list[Loaded], videos: list[int]) -> list[SampleMedia]:
-        """The video prompts' decoded frames, permuted (per frame or per temporal patch); nothing is re-read."""
-        rank = self.accelerator.process_index
-        generator = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1_009 + rank)
+        """The video prompts' decoded frames, permuted (per frame or per temporal patch); nothing is re-read.
+
+        Each call of a step (every micro-batch, every dynamic-sampling round) draws its own permutations; the
+        counter restarts with each step, so a resumed run draws the same ones.
+        """
+        seed = shuffle_seed(self.cfg.seed, self.step, self.accelerator.process_index, self._shuffle_draws)
+        self._shuffle_draws += 1
+        generator = torch.Generator().manual_seed(seed)
         media = []
         for i in videos:
             video = batch[i].media.video
@@ -276,7 +291,8 @@ class GRPOTrainer:
             )["accuracy"].view(len(videos), algo.num_shuffled)  # [V, G~]
             is_video = torch.tensor([s.is_video for s in samples])  # [P]
             bonus, stats = temporal_rewards(
-                accuracy, shuffled_acc, is_video, alpha=algo.alpha, mu=algo.mu, threshold=algo.threshold
+                accuracy, shuffled_acc, is_video, alpha=algo.alpha, mu=algo.mu, threshold=algo.threshold,
+                group_accuracy=algo.group_accuracy,
             )
             bag.mean("temporal/rate", stats.granted)
             bag.mean("temporal/p", stats.p)
@@ -452,6 +468,7 @@ class GRPOTrainer:
         """One step: rollouts for every micro-batch, advantages over all of them, then the updates."""
         bag = MetricBag()
         start = time.perf_counter()
+        self._shuffle_draws = 0
         failed_before, skipped_before = self.stream.failed, self.skipped_prompts
         rollouts = [self._rollout(bag) for _ in range(self.cfg.gradient_accumulation_steps)]
         self._assign_advantages(rollouts)

@@ -1,7 +1,7 @@
 """Synthetic image + video reasoning data in the exact Video-R1 schema, with real media files.
 
 Used by the tests, by the CPU demo (a tiny random-initialised Qwen2.5-VL must be able to learn it, see
-DESIGN §9) and as SFT data with written rationales. Every row is a Video-R1-260k / Video-R1-COT-165k row
+docs/design.md §9) and as SFT data with written rationales. Every row is a Video-R1-260k / Video-R1-COT-165k row
 (problem_id, problem, data_type, problem_type, options, process, solution, path, data_source) plus two
 extra columns, `task` and `order_dependent`.
 
