@@ -104,7 +104,7 @@ def measure(name: str, work: Path, rounds: int) -> dict[str, dict[str, float]]:
             scorers[mode](inputs, ids, mask, owners, vision=vision)
 
     def update(mode: str) -> None:
-        logp, _ = scorers[mode](inputs, ids, mask, owners, vision=vision)
+        logp = scorers[mode](inputs, ids, mask, owners, vision=vision).logp
         (logp * mask).sum().backward()
         model.zero_grad(set_to_none=True)
 

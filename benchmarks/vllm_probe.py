@@ -376,8 +376,8 @@ def run_family(family: str, work: Path, *, eager: bool, device_normalize: bool) 
             comp = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
             with torch.no_grad():
-                scored, _ = CompletionScorer(hf, suppressed)(case["inputs"], comp, mask, [0] * len(ids),
-                                                             temperature=SAMPLE_TEMPERATURE)
+                scored = CompletionScorer(hf, suppressed)(case["inputs"], comp, mask, [0] * len(ids),
+                                                          temperature=SAMPLE_TEMPERATURE).logp
             v = torch.tensor([x + [0.0] * (width - len(x)) for x in lps])
             rows[kind] = {
                 "max_abs_diff": ((scored - v).abs() * mask).max().item(), "completions": ids, "vllm_logprobs": lps[:2],
@@ -402,8 +402,8 @@ def run_family(family: str, work: Path, *, eager: bool, device_normalize: bool) 
     def hf_fixed(kind: str) -> list[float]:
         comp = torch.tensor([fixed])
         with torch.no_grad():
-            scored, _ = CompletionScorer(hf, [])(cases[kind]["inputs"], comp, torch.ones_like(comp), [0],
-                                                 temperature=1.0)
+            scored = CompletionScorer(hf, [])(cases[kind]["inputs"], comp, torch.ones_like(comp), [0],
+                                              temperature=1.0).logp
         return scored[0].tolist()
 
     def fixed_diff(reference: dict[str, list[float]] | None = None) -> dict[str, float]:

@@ -58,7 +58,7 @@ def score(model, processor, inputs, ids, mask):
     """The trainer's scorer: vision placeholders, which the sampler never emits, are out of its softmax too."""
     scorer = CompletionScorer(model, suppressed_token_ids(processor.tokenizer))
     with torch.no_grad():
-        logp, _ = scorer(dict(inputs), ids, mask, OWNERS, temperature=TEMPERATURE)
+        logp = scorer(dict(inputs), ids, mask, OWNERS, temperature=TEMPERATURE).logp
     return logp  # [N, T]
 
 

@@ -49,7 +49,7 @@ def setup(request, tiny_models, synth_root):
 def _score(model, mode, inputs, ids, mask, suppressed):
     scorer = CompletionScorer(model, suppressed, scoring=mode)
     owners = [p for p in range(3) for _ in range(G)]
-    logp, _ = scorer(inputs, ids, mask, owners, temperature=0.8)
+    logp = scorer(inputs, ids, mask, owners, temperature=0.8).logp
     # a loss that weighs every token differently, so a wrong position or row shows in the gradients
     weights = torch.linspace(0.5, 1.5, ids.numel()).view_as(logp)
     (logp * mask * weights).sum().backward()
@@ -104,11 +104,11 @@ def test_registered_attention_leaves_generation_and_full_scoring_alone(setup):
     try:
         AttentionInterface.register("sdpa", sdpa_attention_forward)  # transformers' own, for the reference
         before = generate_from_inputs(model, processor.tokenizer, BatchFeature(inputs), params)
-        full_before, _ = CompletionScorer(model, suppressed)(inputs, ids, mask, owners)
+        full_before = CompletionScorer(model, suppressed)(inputs, ids, mask, owners).logp
     finally:
         AttentionInterface.register("sdpa", sdpa)
     assert generate_from_inputs(model, processor.tokenizer, BatchFeature(inputs), params) == before
-    full_after, _ = CompletionScorer(model, suppressed)(inputs, ids, mask, owners)
+    full_after = CompletionScorer(model, suppressed)(inputs, ids, mask, owners).logp
     assert torch.equal(full_before, full_after)
 
 

@@ -110,8 +110,8 @@ def test_log_probs_equal_the_scorer_for_unequal_copies(setup):
                                      generator=torch.Generator().manual_seed(0))
     assert completions.ids.shape == completions.logprobs.shape == (8, 10)
     with torch.no_grad():
-        logp, _ = CompletionScorer(model, suppressed)(dict(inputs), completions.ids, completions.mask,
-                                                      owners_of(copies), temperature=TEMPERATURE)
+        logp = CompletionScorer(model, suppressed)(dict(inputs), completions.ids, completions.mask,
+                                                   owners_of(copies), temperature=TEMPERATURE).logp
     assert ((logp - completions.logprobs).abs() * completions.mask).max() < 1e-4
     assert len({tuple(row) for row in completions.ids.tolist()}) > 3  # the copies of a prompt are sampled apart
 
@@ -137,7 +137,7 @@ def test_eos_stops_rows_which_then_hold_pad_and_vision_tokens_never_appear(setup
         boost["eos"] = 6.0  # around a third of the mass: rows stop at different steps
         some = sample_completions(model, tokenizer, inputs, params, copies, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():  # the scorer sees the same steered logits
-            logp, _ = CompletionScorer(model, suppressed)(dict(inputs), some.ids, some.mask, owners_of(copies))
+            logp = CompletionScorer(model, suppressed)(dict(inputs), some.ids, some.mask, owners_of(copies)).logp
         boost["eos"] = 100.0  # every row stops on its first token, so the loop stops after one step
         first = sample_completions(model, tokenizer, inputs, params, copies, generator=torch.Generator().manual_seed(1))
     finally:

@@ -69,13 +69,14 @@ def test_prompt_ids_and_greedy_completions_equal_the_hf_path(family_setup):
                                         zip(texts, media, strict=True)])
 
 
-def scorer_logprobs(model, processor, text, item, completions, temperature):
+def scorer_logprobs(model, processor, text, item, completions, temperature, top_p=1.0):
+    """The HF scorer's log-probs of vLLM's completions: of the distribution sampled from when top_p < 1."""
     inputs = hf_inputs(processor, text, item)
     owners = [0] * completions.ids.shape[0]
     scorer = CompletionScorer(model, engine_suppressed(processor))
     with torch.no_grad():
-        logp, _ = scorer(inputs, completions.ids, completions.mask, owners, temperature=temperature)
-    return logp
+        scores = scorer(inputs, completions.ids, completions.mask, owners, temperature=temperature, top_p=top_p)
+    return scores.logp if scores.sampled_logp is None else scores.sampled_logp
 
 
 def engine_suppressed(processor):
@@ -167,3 +168,19 @@ def test_positions_at_fractional_seconds_per_grid_are_the_released_ones(family_s
     completions = engine.completions([texts[1]], [media], params, n=3, eos_ids=eos, seed=5)
     logp = scorer_logprobs(model, processor, texts[1], media, completions, params.temperature)
     assert float(((logp - completions.logprobs).abs() * completions.mask).max()) < 1e-4, family
+
+
+def test_at_top_p_095_the_engines_agree_on_the_distribution_sampled_from(family_setup):
+    """vLLM reports log-probs after top-p; the trainer's own of that distribution match them to float noise."""
+    family, model, processor, texts, media, engine = family_setup
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, top_p=0.95)
+    eos = eos_token_ids(model, processor.tokenizer)
+    for text, item in zip(texts, media, strict=True):
+        completions = engine.completions([text], [item], params, n=6, eos_ids=eos, seed=11)
+        mask = completions.mask.bool()
+        truncated = scorer_logprobs(model, processor, text, item, completions, 1.0, top_p=0.95)
+        full = scorer_logprobs(model, processor, text, item, completions, 1.0)
+        assert torch.isfinite(truncated[mask]).all(), family  # every token vLLM drew is in the trainer's nucleus
+        assert float((truncated - completions.logprobs).abs()[mask].max()) < 1e-4, family
+        # against the full softmax the gap is the nucleus's missing mass, as large as a failed weight push
+        assert float((full - completions.logprobs).abs()[mask].mean()) > 1e-2, family

@@ -219,6 +219,7 @@ ALIASES: dict[str, Alias] = {
     "vllm_enable_sleep_mode": Alias("TRL", _to("generation.vllm.enable_sleep_mode")),
     "vllm_max_model_length": Alias("TRL", _to("generation.vllm.max_model_len")),
     "vllm_importance_sampling_cap": Alias("TRL", _to("generation.vllm.importance_cap")),
+    "disable_dropout": Alias("TRL", _to("algorithm.disable_dropout")),
     "use_peft": Alias("TRL", _to("model.lora.enabled")),
     "lora_r": Alias("TRL", _to("model.lora.r")),
     "lora_alpha": Alias("TRL", _to("model.lora.alpha")),

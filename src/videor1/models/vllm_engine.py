@@ -10,7 +10,8 @@ with the HF processor's (`prompt_mismatches`); the RL trainer checks its first b
 Three settings make vLLM compute what the HF model computes (each found by comparing the two on tiny models
 of all three families; `benchmarks/vllm_probe.py`):
 - `logprobs_mode="processed_logprobs"`: sampling log-probs after temperature, top-k/top-p and the vision-token
-  bias, i.e. the distribution actually sampled from, which is what the scorer models;
+  bias, i.e. of the distribution actually sampled from, which the scorer reproduces (`Scores.sampled_logp`)
+  for the trainer's gap metric and importance weights;
 - `mm_device_do_normalize=False`: vLLM would otherwise normalise videos with the image processor's mean/std;
 - M-RoPE positions of Qwen2.5-VL: vLLM resumes the text after a vision item at its largest position
   + 1, as the released models do, but floors a video's scaled time in float64 where the released code (and

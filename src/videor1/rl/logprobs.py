@@ -16,7 +16,7 @@ fp32 rounding), with Lp + G*T tokens per group instead of G*(Lp + T).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -35,6 +35,37 @@ def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tens
     """log softmax(logits)[ids] without materialising the full [N, T, V] log-probabilities."""
     picked = torch.gather(logits, -1, ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
     return picked - torch.logsumexp(logits, dim=-1)  # [N, T]
+
+
+def truncated_logprobs(
+    logits: torch.Tensor, ids: torch.Tensor, *, top_k: int | None, top_p: float, rows_per_chunk: int = 1024
+) -> torch.Tensor:
+    """[N, T] log-probs of `ids` after top-k then top-p (HF's and vLLM's rule) and renormalisation; no gradient.
+
+    logits [N, T, V] already divided by the temperature. A token the truncation removes gets -inf. Rows are
+    filtered in chunks, so at most `rows_per_chunk` x V extra values live at once.
+    """
+    from videor1.models.sampler import filter_logits
+
+    flat, flat_ids = logits.detach().reshape(-1, logits.shape[-1]), ids.reshape(-1)  # [N*T, V], [N*T]
+    with torch.no_grad():
+        parts = [
+            selective_log_softmax(filter_logits(chunk, top_k, top_p), chunk_ids)
+            for chunk, chunk_ids in zip(flat.split(rows_per_chunk), flat_ids.split(rows_per_chunk), strict=True)
+        ]
+    return torch.cat(parts).view(ids.shape)  # [N, T]
+
+
+class Scores(NamedTuple):
+    """What one scorer call returns."""
+
+    logp: torch.Tensor
+    """[N, T] log-probs under softmax(logits / temperature) without the suppressed tokens (the policy's)."""
+    vision: dict[str, Any]
+    """The per-prompt vision outputs used (for reuse)."""
+    sampled_logp: torch.Tensor | None = None
+    """[N, T] log-probs under the distribution sampled from: top-k / top-p applied and renormalised, 0 off the
+    completion mask, no gradient; None when neither truncates (then it is `logp`)."""
 
 
 def media_owners(input_ids: torch.Tensor, token_id: int) -> list[int]:
@@ -159,8 +190,11 @@ class CompletionScorer(nn.Module):
         *,
         temperature: float = 1.0,
         vision: dict[str, Any] | None = None,
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Log-probs [N, T] of completion tokens, and the per-prompt vision outputs used (for reuse)."""
+        top_k: int | None = None,
+        top_p: float = 1.0,
+    ) -> Scores:
+        """Log-probs [N, T] of completion tokens, the vision outputs used and, when top-k / top-p truncate, the
+        log-probs under the truncated distribution that was sampled from (see `Scores`)."""
         if vision is None:
             vision = encode_vision(self.model, prompt)
         num_tokens = completion_ids.shape[1]
@@ -182,4 +216,8 @@ class CompletionScorer(nn.Module):
             logits = out.logits[:, :-1].float() / temperature  # [N, T, V]
         if self.suppressed:  # the sampler renormalises over the tokens it may emit; so does the scorer
             logits[..., self.suppressed] = float("-inf")
-        return selective_log_softmax(logits, completion_ids), vision  # [N, T]
+        sampled = None
+        if top_p < 1.0 or top_k:
+            sampled = truncated_logprobs(logits, completion_ids, top_k=top_k, top_p=top_p)
+            sampled = sampled.masked_fill(completion_mask == 0, 0.0)  # padding may fall outside the nucleus
+        return Scores(selective_log_softmax(logits, completion_ids), vision, sampled)  # [N, T]

@@ -78,6 +78,7 @@ class Rollout:
     vision: dict[str, Any] | None  # per-prompt vision features (detached) when the tower is frozen
     ref_logp: torch.Tensor | None  # [N, T]
     old_logp: torch.Tensor | None  # [N, T] only when num_iterations > 1
+    old_sampled_logp: torch.Tensor | None  # [N, T] the same under top-k / top-p, when they truncate (vLLM only)
     advantages: torch.Tensor | None = None  # [N], set once the whole step's rewards are known
 
     @property
@@ -390,17 +391,18 @@ class GRPOTrainer:
         ids, mask = groups.completions.ids, groups.completions.mask
         # a frozen tower gives the same features to the policy, the old policy and the reference: encode once
         vision = detach_vision(encode_vision(scorer.model, inputs)) if self.cfg.model.freeze_vision else None
-        old_logp = None
+        old_logp = old_sampled_logp = None
         if self.cfg.algorithm.num_iterations > 1:
-            old_logp, _ = scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision)
+            old_logp, _, old_sampled_logp = scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision,
+                                                   **self._engine_truncation)
         ref_logp = None
         if self.use_kl:
             if self.ref_scorer is not None:
-                ref_logp, _ = self.ref_scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision)
+                ref_logp = self.ref_scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision).logp
             else:
                 with scorer.model.disable_adapter():  # LoRA: the reference is the base model
-                    ref_logp, _ = scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision)
-        return Rollout(groups, inputs, owners, vision, ref_logp, old_logp)
+                    ref_logp = scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision).logp
+        return Rollout(groups, inputs, owners, vision, ref_logp, old_logp, old_sampled_logp)
 
     # ---- advantages and update ---------------------------------------------------------------------------
     def _assign_advantages(self, rollouts: list[Rollout]) -> None:
@@ -423,13 +425,20 @@ class GRPOTrainer:
                 with self.run.micro_batch(self.scorer):
                     start = time.perf_counter()
                     completions = rollout.completions
-                    logp, _ = self.scorer(
+                    on_policy = rollout.old_logp is None
+                    logp, _, sampled_logp = self.scorer(
                         rollout.prompt, completions.ids, completions.mask, rollout.owners,
                         temperature=self.cfg.generation.temperature, vision=rollout.vision,
+                        **(self._engine_truncation if on_policy else {}),
                     )
                     # one update per step when num_iterations is 1: the weights that sampled are the ones scored
-                    old_logp = rollout.old_logp if rollout.old_logp is not None else logp.detach()
-                    weights = self._importance_weights(old_logp, completions, bag)
+                    if on_policy:
+                        old_logp, old_sampled_logp = logp.detach(), sampled_logp
+                    else:
+                        old_logp, old_sampled_logp = rollout.old_logp, rollout.old_sampled_logp
+                    weights = self._importance_weights(
+                        old_logp if old_sampled_logp is None else old_sampled_logp, completions, bag
+                    )
                     loss, stats = grpo_loss(
                         logp, old_logp, rollout.ref_logp, rollout.advantages, completions.mask,
                         loss_type=algo.loss_type, kl_coef=algo.kl_coef if self.use_kl else 0.0,
@@ -449,18 +458,40 @@ class GRPOTrainer:
 
                 self.engine.load_weights(policy_weights(self.policy))
 
-    def _importance_weights(self, old_logp: torch.Tensor, completions: Completions, bag: MetricBag) -> Any:
-        """TIS weights against the vLLM sampler (None on the HF engine or when off); logs the engines' gap."""
+    @property
+    def _engine_truncation(self) -> dict[str, Any]:
+        """Scorer arguments that also yield log-probs under vLLM's truncated sampling distribution (else none).
+
+        vLLM reports the sampled tokens' log-probs after top-k / top-p and renormalisation; the trainer's health
+        metric and TIS compare them with the trainer's own log-probs of that same distribution, so a gap means
+        the engines differ, not that top_p < 1.
+        """
+        generation = self.cfg.generation
+        if self.engine is None or (generation.top_p >= 1.0 and not generation.top_k):
+            return {}
+        return {"top_k": generation.top_k, "top_p": generation.top_p}
+
+    def _importance_weights(self, old_sampled_logp: torch.Tensor, completions: Completions, bag: MetricBag) -> Any:
+        """TIS weights against the vLLM sampler (None on the HF engine or when off); logs the engines' gap.
+
+        old_sampled_logp [N, T]: the old policy's log-probs under the distribution the rollouts were drawn from
+        (top-k / top-p applied), so both the gap and the weights compare like with like. The HF engine draws
+        from exactly that distribution, so a weight of 1 there: both engines optimise the same objective.
+        """
         if self.engine is None:
             return None
         mask = completions.mask.bool()
-        gap = (old_logp.detach() - completions.logprobs).abs()[mask]  # trainer vs sampler, per token
+        old = old_sampled_logp.detach()
+        # a token vLLM sampled that the trainer's nucleus leaves out (the engines part at its edge): no gap to take
+        inside = torch.isfinite(old) & mask
+        bag.total("engine/outside_nucleus", float((mask & ~inside).sum()))
+        gap = (old - completions.logprobs).abs()[inside]  # trainer vs sampler, per token
         bag.mean("engine/logprob_gap_mean", gap)
         bag.maximum("engine/logprob_gap_max", gap)
         cap = self.cfg.generation.vllm.importance_cap
         if cap is None:
             return None
-        weights = truncated_importance_weights(old_logp, completions.logprobs, completions.mask, cap)  # [N, T]
+        weights = truncated_importance_weights(old, completions.logprobs, completions.mask, cap)  # [N, T]
         bag.mean("engine/importance_weight", weights[mask])
         return weights
 
