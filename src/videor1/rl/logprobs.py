@@ -12,6 +12,10 @@ prompt token goes through the language model G times; it is the reference. `shar
 once with its G completions after it (`videor1.rl.prefix_attention`) and numbers the completion tokens where
 the full sequence would have them (`videor1.models.positions`): the same log-probs and gradients (tested to
 fp32 rounding), with Lp + G*T tokens per group instead of G*(Lp + T).
+
+Given top-k / top-p, a call also returns the log-probs under the truncated, renormalised distribution the
+rollouts were drawn from (`Scores.sampled_logp`): what vLLM reports for its samples, so the trainer can tell
+an engine mismatch from the truncation itself.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import nn
 from videor1.models.load import unwrap_peft
 from videor1.models.mrope import use_released_positions
 from videor1.models.positions import completion_positions, prompt_positions
+from videor1.models.sampler import filter_logits
 from videor1.rl.prefix_attention import check_prefix_attention, layout_mask
 
 Scoring = Literal["shared_prefix", "full"]
@@ -45,8 +50,6 @@ def truncated_logprobs(
     logits [N, T, V] already divided by the temperature. A token the truncation removes gets -inf. Rows are
     filtered in chunks, so at most `rows_per_chunk` x V extra values live at once.
     """
-    from videor1.models.sampler import filter_logits
-
     flat, flat_ids = logits.detach().reshape(-1, logits.shape[-1]), ids.reshape(-1)  # [N*T, V], [N*T]
     with torch.no_grad():
         parts = [
