@@ -13,12 +13,14 @@ from videor1.data.schema import parse_row
 from videor1.rewards import PRESETS, accuracy_reward, format_reward
 from videor1.rl.scoring import (
     RewardFunction,
+    RewardRule,
     evaluate_rewards,
     group_outcomes,
     length_rewards,
     resolve_rewards,
     reward_columns,
     temporal_rewards,
+    total_rewards,
     weighted_sum,
 )
 
@@ -325,3 +327,42 @@ def test_group_outcomes_fractions():
     assert group_outcomes(accuracy, 0.5) == pytest.approx((0.5, 0.25))
     # threshold 0.1: all correct rows {0, 3} -> 2/4; row 1 now has 0.3 > 0.1, so no group is all wrong
     assert group_outcomes(accuracy, 0.1) == pytest.approx((0.5, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------ total rewards
+
+
+def test_total_rewards_hand_computed():
+    # P = 2 (a video question, then an image one), G = 2; weights: accuracy 1, format 0.5
+    per_function = {
+        "accuracy": torch.tensor([[1.0, 0.0], [1.0, 1.0]]),
+        "format": torch.tensor([[1.0, 1.0], [0.0, 1.0]]),
+    }
+    lengths = torch.tensor([[4, 6], [5, 2]])
+    rule = RewardRule(weights={"accuracy": 1.0, "format": 0.5}, alpha=0.3, mu=1.0, threshold=0.5,
+                      length_bonus=0.2, length_min=3, length_max=5, overlong_cache=2, max_tokens=6)
+    total, stats = total_rewards(per_function, lengths, torch.tensor([True, False]), torch.tensor([[0.0, 0.0]]),
+                                 rule)
+    # weighted sum:  q0 [1 + 0.5, 0 + 0.5] = [1.5, 0.5];  q1 [1 + 0, 1 + 0.5] = [1.0, 1.5]
+    # temporal:      q0 p = 1/2 ≥ 1.0 · p̃ = 0 -> +0.3 on its correct answer; q1 is an image: 0
+    # length:        q0 has one correct answer (the bonus needs two); q1 both correct, 5 tokens in [3, 5] -> +0.2
+    # overlong:      (6 − 2 − L) / 2 clamped to [−1, 0]: L 4 -> 0, 6 -> −1, 5 -> −0.5, 2 -> 0
+    torch.testing.assert_close(stats["reward/temporal"], torch.tensor([[0.3, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(stats["reward/length"], torch.tensor([[0.0, 0.0], [0.2, 0.0]]))
+    torch.testing.assert_close(stats["reward/overlong"], torch.tensor([[0.0, -1.0], [-0.5, 0.0]]))
+    torch.testing.assert_close(total, torch.tensor([[1.8, -0.5], [0.7, 1.5]]))
+    assert torch.equal(stats["reward/total"], total)
+    assert stats["temporal/rate"].tolist() == [True]
+    assert stats["temporal/p"].tolist() == [0.5] and stats["temporal/p_shuffled"].tolist() == [0.0]
+    assert stats["groups/all_correct"].tolist() == [0.5] and stats["groups/all_wrong"].tolist() == [0.0]
+    assert torch.equal(stats["reward/format"], per_function["format"])
+
+
+def test_total_rewards_without_shuffled_group_or_shaping_is_the_weighted_sum():
+    per_function = {"accuracy": torch.tensor([[1.0, 0.0]]), "format": torch.tensor([[1.0, 0.0]])}
+    rule = RewardRule(weights={"accuracy": 2.0, "format": 1.0}, alpha=0.3, mu=1.0, threshold=0.5)
+    total, stats = total_rewards(per_function, torch.tensor([[400, 9000]]), torch.tensor([True]), None, rule)
+    torch.testing.assert_close(total, torch.tensor([[3.0, 0.0]]))  # 2·1 + 1·1 and 0; no length or overlong term
+    # every key is there on every call, the temporal ones empty, so steps with and without videos reduce alike
+    assert [stats[k].numel() for k in ("temporal/rate", "temporal/p", "temporal/p_shuffled")] == [0, 0, 0]
+    assert stats["reward/length"].abs().sum() == 0 and stats["reward/overlong"].abs().sum() == 0

@@ -50,22 +50,14 @@ from videor1.models.inputs import (
 from videor1.models.load import disable_dropout
 from videor1.models.sampler import concat_inputs, sample_completions, split_completions
 from videor1.recipe import Recipe
-from videor1.rl.advantages import informative_groups, overlong_penalty
+from videor1.rl.advantages import informative_groups
 from videor1.rl.data import Loaded, PromptStream
 from videor1.rl.groups import Groups, choose_groups
 from videor1.rl.grpo import ADVANTAGE_ESTIMATORS, grpo_loss
 from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
 from videor1.rl.losses import truncated_importance_weights
 from videor1.rl.metrics import MetricBag
-from videor1.rl.scoring import (
-    evaluate_rewards,
-    group_outcomes,
-    length_rewards,
-    resolve_rewards,
-    reward_columns,
-    temporal_rewards,
-    weighted_sum,
-)
+from videor1.rl.scoring import RewardRule, evaluate_rewards, resolve_rewards, reward_columns, total_rewards
 
 
 @dataclass
@@ -217,6 +209,14 @@ class GRPOTrainer:
             on_failure=self._media_failed,
         )
         self.rewards = resolve_rewards([(r.name, r.weight) for r in cfg.rewards])
+        algo = cfg.algorithm
+        self.reward_rule = RewardRule(
+            weights={r.name: r.weight for r in self.rewards}, alpha=algo.alpha, mu=algo.mu, threshold=algo.threshold,
+            group_accuracy=algo.group_accuracy, length_bonus=algo.length.bonus if algo.length.enabled else None,
+            length_min=algo.length.min_tokens, length_max=algo.length.max_tokens,
+            overlong_cache=algo.overlong.cache_tokens if algo.overlong.enabled else None,
+            max_tokens=cfg.generation.max_new_tokens,
+        )
 
     def _media_failed(self, sample: Any, error: Exception) -> None:
         self.log.records("failures.jsonl", [{"step": self.step, "kind": "media", "row": sample.row,
@@ -272,56 +272,25 @@ class GRPOTrainer:
 
     def _score(self, batch: list[Loaded], texts: list[str], completions: Completions, shuffled: Completions | None,
                videos: list[int], bag: MetricBag) -> torch.Tensor:
-        """Total rewards [P, G]: weighted reward functions, + temporal bonus on videos, + length and overlong terms."""
-        algo, G, P = self.cfg.algorithm, self.cfg.algorithm.num_generations, len(batch)
+        """Total rewards [P, G] of a micro-batch (`videor1.rl.scoring.total_rewards`); its statistics are logged."""
+        G, P = self.cfg.algorithm.num_generations, len(batch)
         samples = [item.sample for item in batch]
         prompts = [t for t in texts for _ in range(G)]
         raw = evaluate_rewards(self.rewards, prompts, completions.texts, reward_columns(samples, G))
         per_function = {name: values.view(P, G) for name, values in raw.items()}  # name -> [P, G]
-        for name, values in per_function.items():
-            bag.mean(f"reward/{name}", values)
-        total = weighted_sum(per_function, {r.name: r.weight for r in self.rewards})  # [P, G]
-        accuracy = per_function.get("accuracy")
-        bonus = torch.zeros_like(total)
-        if shuffled is not None and accuracy is not None:
-            video_samples = [samples[i] for i in videos]
-            shuffled_prompts = [texts[i] for i in videos for _ in range(algo.num_shuffled)]
+        shuffled_accuracy = None
+        if shuffled is not None and "accuracy" in per_function:
+            G_shuffled = self.cfg.algorithm.num_shuffled
             accuracy_fn = [r for r in self.rewards if r.name == "accuracy"]
-            shuffled_acc = evaluate_rewards(
-                accuracy_fn, shuffled_prompts, shuffled.texts, reward_columns(video_samples, algo.num_shuffled)
-            )["accuracy"].view(len(videos), algo.num_shuffled)  # [V, G~]
-            is_video = torch.tensor([s.is_video for s in samples])  # [P]
-            bonus, stats = temporal_rewards(
-                accuracy, shuffled_acc, is_video, alpha=algo.alpha, mu=algo.mu, threshold=algo.threshold,
-                group_accuracy=algo.group_accuracy,
-            )
-            bag.mean("temporal/rate", stats.granted)
-            bag.mean("temporal/p", stats.p)
-            bag.mean("temporal/p_shuffled", stats.p_shuffled)
-        else:
-            for key in ("temporal/rate", "temporal/p", "temporal/p_shuffled"):
-                bag.add(key, 0.0, 0)
-        bag.mean("reward/temporal", bonus)
-        length_bonus = torch.zeros_like(total)
-        if algo.length.enabled and accuracy is not None:
-            length_bonus = length_rewards(
-                accuracy, completions.lengths.view(P, G).cpu(), threshold=algo.threshold,
-                min_tokens=algo.length.min_tokens, max_tokens=algo.length.max_tokens, bonus=algo.length.bonus,
-            )
-        bag.mean("reward/length", length_bonus)
-        overlong = torch.zeros_like(total)
-        if algo.overlong.enabled:
-            overlong = overlong_penalty(
-                completions.lengths.cpu(), max_tokens=self.cfg.generation.max_new_tokens,
-                cache_tokens=algo.overlong.cache_tokens,
-            ).view(P, G)
-        bag.mean("reward/overlong", overlong)
-        total = total + bonus + length_bonus + overlong
-        bag.mean("reward/total", total)
-        if accuracy is not None:
-            all_correct, all_wrong = group_outcomes(accuracy, algo.threshold)
-            bag.add("groups/all_correct", all_correct)
-            bag.add("groups/all_wrong", all_wrong)
+            shuffled_accuracy = evaluate_rewards(
+                accuracy_fn, [texts[i] for i in videos for _ in range(G_shuffled)], shuffled.texts,
+                reward_columns([samples[i] for i in videos], G_shuffled),
+            )["accuracy"].view(len(videos), G_shuffled)  # [V, G~]
+        is_video = torch.tensor([s.is_video for s in samples])  # [P]
+        lengths = completions.lengths.view(P, G).cpu()  # [P, G]
+        total, stats = total_rewards(per_function, lengths, is_video, shuffled_accuracy, self.reward_rule)
+        for key, values in stats.items():
+            bag.mean(key, values)
         return total
 
     def _sample_groups(self, size: int, bag: MetricBag) -> Groups:
