@@ -27,7 +27,6 @@ def test_tgrpo_with_the_vllm_engine_stays_on_policy(tmp_path, tiny_models, synth
                  f"generation.top_p={top_p}")
     trainer = GRPOTrainer(cfg)
     trainer.train()
-    trainer.engine.close()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3]
     for line in lines:
@@ -51,7 +50,6 @@ def test_lora_adapters_reach_the_engine_merged(tmp_path, tiny_models, synth_root
                  "algorithm.temporal=false")
     trainer = GRPOTrainer(cfg)
     trainer.train()
-    trainer.engine.close()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(m["optim/grad_norm"] > 0 for m in lines[:-1])
     assert all(m["engine/logprob_gap_max"] < 1e-3 for m in lines), lines

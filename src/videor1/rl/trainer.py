@@ -34,7 +34,6 @@ from videor1.models.generation import (
     Completions,
     SamplingParams,
     eos_token_ids,
-    generate_completions,
     suppressed_token_ids,
 )
 from videor1.models.inputs import (
@@ -48,7 +47,6 @@ from videor1.models.inputs import (
     vision_factor,
 )
 from videor1.models.load import disable_dropout
-from videor1.models.sampler import concat_inputs, sample_completions, split_completions
 from videor1.recipe import Recipe
 from videor1.rl.advantages import informative_groups
 from videor1.rl.data import Loaded, PromptStream
@@ -57,6 +55,7 @@ from videor1.rl.grpo import ADVANTAGE_ESTIMATORS, grpo_loss
 from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
 from videor1.rl.losses import truncated_importance_weights
 from videor1.rl.metrics import MetricBag
+from videor1.rl.rollout import PromptBatch, build_rollout_engine
 from videor1.rl.scoring import RewardRule, evaluate_rewards, resolve_rewards, reward_columns, total_rewards
 
 
@@ -123,7 +122,6 @@ class GRPOTrainer:
         )
         self.estimate = ADVANTAGE_ESTIMATORS[algo.advantage]
         self.estimator_kwargs = {"scale": algo.scale_rewards} if algo.advantage == "grpo" else {}
-        self._eos = eos_token_ids(model, self.processor.tokenizer)
         self.scorer = self.run.prepare(
             CompletionScorer(model, suppressed, scoring=scoring), num_updates=config.max_steps * algo.num_iterations,
             micro_batch_size=config.prompts_per_device,
@@ -132,52 +130,10 @@ class GRPOTrainer:
         if self.run.checkpoint is not None:
             self.stream.load_state_dict(self.run.state["streams"][self.accelerator.process_index])
         self._shuffle_draws = 0  # shuffled-frame draws so far in this step
-        self.engine = self._vllm_engine() if config.generation.engine == "vllm" else None
-        self.prompts_checked = not config.generation.vllm.check_prompts
-
-    def _vllm_engine(self) -> Any:
-        """The colocated vLLM engine, holding the policy's current weights (a resumed run's included)."""
-        if self.cfg.generation.vllm.importance_cap is None:
-            self.log.info("generation.engine=vllm without generation.vllm.importance_cap: no off-policy correction")
-        from videor1.models.vllm_engine import VLLMEngine, VLLMSettings, policy_weights
-
-        options = self.cfg.generation.vllm
-        settings = VLLMSettings(
-            gpu_memory_utilization=options.gpu_memory_utilization, enforce_eager=options.enforce_eager,
-            max_model_len=options.max_model_len, enable_sleep_mode=options.enable_sleep_mode,
+        self.rollouts = build_rollout_engine(
+            config, lambda: self.policy, self.processor, eos_token_ids(model, self.processor.tokenizer), self.sampling,
+            device=self.run.device, process_index=self.accelerator.process_index, log=self.log.info,
         )
-        seed = self.cfg.seed + 1_000_003 * self.accelerator.process_index  # each process samples its own
-        engine = VLLMEngine(self.cfg.model.name_or_path, self.processor, dtype=self.cfg.model.dtype, seed=seed,
-                            settings=settings)
-        engine.load_weights(policy_weights(self.policy))
-        return engine
-
-    def _sample(self, texts: list[str], media: list[SampleMedia], inputs: Any, n: int) -> Completions:
-        """n completions per prompt from the configured engine (vLLM from the same texts and decoded media)."""
-        if self.engine is None:
-            return generate_completions(self.policy, self.processor.tokenizer, inputs, self.sampling, num_generations=n)
-        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"],
-                                                                    strict=True)]
-        if not self.prompts_checked:  # the run's first prompts: EngineMismatch names the first difference
-            self.engine.check_prompts(texts, media, prompt_ids)
-            self.prompts_checked = True
-        completions = self.engine.completions(texts, media, self.sampling, n=n, eos_ids=self._eos,
-                                              prompt_ids=prompt_ids)
-        return Completions(completions.ids.to(self.run.device), completions.mask.to(self.run.device),
-                           completions.texts, completions.prompt_mismatches, completions.logprobs.to(self.run.device))
-
-    def _sample_together(self, inputs: Any, shuffled: tuple[Any, ...] | None, num_prompts: int,
-                         num_videos: int) -> tuple[Completions, Completions | None]:
-        """The lean sampler: G completions per prompt and G~ per shuffled video prompt, in one decode loop."""
-        G, G_shuffled = self.cfg.algorithm.num_generations, self.cfg.algorithm.num_shuffled
-        if shuffled is None:
-            return sample_completions(self.policy, self.processor.tokenizer, inputs, self.sampling,
-                                      [G] * num_prompts), None
-        merged = concat_inputs([inputs, shuffled[2]], self.processor.tokenizer.pad_token_id)
-        both = sample_completions(self.policy, self.processor.tokenizer, merged, self.sampling,
-                                  [G] * num_prompts + [G_shuffled] * num_videos)
-        ordered, shuffled_completions = split_completions(both, [G * num_prompts, G_shuffled * num_videos])
-        return ordered, shuffled_completions
 
     @property
     def step(self) -> int:
@@ -299,16 +255,13 @@ class GRPOTrainer:
         batch, texts, inputs = self._next_prompts(size, bag)
         start = time.perf_counter()
         videos = [i for i, item in enumerate(batch) if item.sample.is_video]
-        shuffled_prompt = None
+        ordered = PromptBatch(texts, [item.media for item in batch], inputs)
+        shuffled_prompts = None
         if algo.temporal and videos:
             video_texts, shuffled_media = [texts[i] for i in videos], self._shuffled_media(batch, videos)
             shuffled_inputs = processor_inputs(self.processor, video_texts, shuffled_media).to(self.run.device)
-            shuffled_prompt = (video_texts, shuffled_media, shuffled_inputs)
-        if self.cfg.generation.engine == "hf":
-            completions, shuffled = self._sample_together(inputs, shuffled_prompt, len(batch), len(videos))
-        else:
-            completions = self._sample(texts, [item.media for item in batch], inputs, algo.num_generations)
-            shuffled = None if shuffled_prompt is None else self._sample(*shuffled_prompt, algo.num_shuffled)
+            shuffled_prompts = PromptBatch(video_texts, shuffled_media, shuffled_inputs)
+        completions, shuffled = self.rollouts.sample(ordered, shuffled_prompts)
         # every process adds every key, video or not, so the step's metrics reduce as one tensor
         bag.mean("rollout/shuffled_length", shuffled.lengths.float() if shuffled is not None else torch.zeros(0))
         bag.per_process("time/generation", time.perf_counter() - start)
@@ -363,7 +316,7 @@ class GRPOTrainer:
         old_logp = old_sampled_logp = None
         if self.cfg.algorithm.num_iterations > 1:
             old_logp, _, old_sampled_logp = scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision,
-                                                   **self._engine_truncation)
+                                                   **self._sampler_truncation)
         ref_logp = None
         if self.use_kl:
             if self.ref_scorer is not None:
@@ -385,8 +338,7 @@ class GRPOTrainer:
     def _update(self, rollouts: list[Rollout], bag: MetricBag) -> None:
         """`num_iterations` optimizer updates, each over all of the step's micro-batches."""
         algo = self.cfg.algorithm
-        if self.engine is not None:  # with enable_sleep_mode (GPUs) vLLM's memory is the trainer's until the push
-            self.engine.sleep()
+        self.rollouts.sleep()
         # DAPO / CISPO token means are over every completion token of the step, on every process
         tokens_per_micro = self.run.tokens_per_micro(float(sum(r.completions.mask.sum() for r in rollouts)))
         for _ in range(algo.num_iterations):
@@ -398,7 +350,7 @@ class GRPOTrainer:
                     logp, _, sampled_logp = self.scorer(
                         rollout.prompt, completions.ids, completions.mask, rollout.owners,
                         temperature=self.cfg.generation.temperature, vision=rollout.vision,
-                        **(self._engine_truncation if on_policy else {}),
+                        **(self._sampler_truncation if on_policy else {}),
                     )
                     # one update per step when num_iterations is 1: the weights that sampled are the ones scored
                     if on_policy:
@@ -422,13 +374,10 @@ class GRPOTrainer:
                 for key, value in stats.items():
                     bag.add(key, float(value))
             self.run.optimizer_step(bag)
-            if self.engine is not None:  # the next rollouts sample from the weights just updated
-                from videor1.models.vllm_engine import policy_weights
-
-                self.engine.load_weights(policy_weights(self.policy))
+            self.rollouts.sync_weights(self.policy)  # the next rollouts sample from the weights just updated
 
     @property
-    def _engine_truncation(self) -> dict[str, Any]:
+    def _sampler_truncation(self) -> dict[str, Any]:
         """Scorer arguments that also yield log-probs under vLLM's truncated sampling distribution (else none).
 
         vLLM reports the sampled tokens' log-probs after top-k / top-p and renormalisation; the trainer's health
@@ -436,18 +385,18 @@ class GRPOTrainer:
         the engines differ, not that top_p < 1.
         """
         generation = self.cfg.generation
-        if self.engine is None or (generation.top_p >= 1.0 and not generation.top_k):
+        if not self.rollouts.off_policy or (generation.top_p >= 1.0 and not generation.top_k):
             return {}
         return {"top_k": generation.top_k, "top_p": generation.top_p}
 
     def _importance_weights(self, old_sampled_logp: torch.Tensor, completions: Completions, bag: MetricBag) -> Any:
-        """TIS weights against the vLLM sampler (None on the HF engine or when off); logs the engines' gap.
+        """TIS weights against an off-policy sampler (None for the HF engines or when off); logs the engines' gap.
 
         old_sampled_logp [N, T]: the old policy's log-probs under the distribution the rollouts were drawn from
         (top-k / top-p applied), so both the gap and the weights compare like with like. The HF engine draws
         from exactly that distribution, so a weight of 1 there: both engines optimise the same objective.
         """
-        if self.engine is None:
+        if not self.rollouts.off_policy:
             return None
         mask = completions.mask.bool()
         old = old_sampled_logp.detach()
@@ -519,5 +468,6 @@ class GRPOTrainer:
                 if self.run.due_checkpoint():
                     self.save_checkpoint()
         self.stream.close()
+        self.rollouts.close()
         self.run.close()
         return self.run.out / f"checkpoint-{self.step}"
