@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from videor1.data import media
-from videor1.data.media import FrameSampling, PixelBudget, load_video, sample_frame_indices, write_video
+from videor1.data.media import load_video, write_video
+from videor1.data.sampling import FrameSampling, PixelBudget, sample_frame_indices, smart_resize
 
 
 def moving_clip(seconds: float, size: int, fps: int, seed: int = 0) -> np.ndarray:
@@ -52,7 +53,7 @@ def decode_everything(path: Path, sampling: FrameSampling, budget: PixelBudget) 
         stream.thread_type = "AUTO"
         total, fps = stream.frames, float(stream.average_rate)
         wanted = sample_frame_indices(total, fps, sampling)
-        height, width = media.smart_resize(
+        height, width = smart_resize(
             stream.codec_context.height,
             stream.codec_context.width,
             factor=budget.factor,

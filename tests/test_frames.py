@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from videor1.data.frames import IMAGE_SUFFIXES, frame_files, load_clip, load_frame_folder
-from videor1.data.media import FrameSampling, MediaError, PixelBudget, sample_frame_indices, smart_resize, write_video
+from videor1.data.media import MediaError, write_video
+from videor1.data.sampling import FrameSampling, PixelBudget, sample_frame_indices, smart_resize
 from videor1.models.inputs import video_metadata
 
 FPS = 3  # TVQA's frames_fps3

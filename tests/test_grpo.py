@@ -110,6 +110,12 @@ def test_reinforce_pp_hand_computed():
     torch.testing.assert_close(reinforce_pp_advantages(rewards + torch.tensor([[10.0], [0.0]])), expected)
 
 
+def test_advantage_registry_is_the_configs_list():
+    from videor1.config import ADVANTAGES
+
+    assert tuple(ADVANTAGE_ESTIMATORS) == ADVANTAGES
+
+
 def test_advantage_registry_takes_rewards_and_kwargs():
     rewards = torch.tensor([[1.0, 0.0]])
     # "none" scaling: [0.5, -0.5]; rloo: [1 − 0, 0 − 1]

@@ -15,19 +15,8 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
 
 from videor1.data import media
-from videor1.data.media import (
-    FrameSampling,
-    MediaError,
-    PixelBudget,
-    VideoInfo,
-    frame_window,
-    load_image,
-    load_video,
-    probe_video,
-    sample_frame_indices,
-    smart_resize,
-    write_video,
-)
+from videor1.data.media import MediaError, VideoInfo, load_image, load_video, probe_video, write_video
+from videor1.data.sampling import FrameSampling, PixelBudget, frame_window, sample_frame_indices, smart_resize
 
 FPS = 10
 N_FRAMES = 30  # 3 s at 10 fps

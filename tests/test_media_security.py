@@ -19,18 +19,8 @@ from PIL import Image, ImageFile
 from videor1.config import MediaConfig
 from videor1.data import media
 from videor1.data.frames import load_frame_folder
-from videor1.data.media import (
-    MAX_DECODE_PIXELS,
-    FrameSampling,
-    MediaError,
-    MediaTooLarge,
-    PixelBudget,
-    load_image,
-    load_video,
-    sniff_image,
-    sniff_video,
-    write_video,
-)
+from videor1.data.media import MediaError, MediaTooLarge, load_image, load_video, sniff_image, sniff_video, write_video
+from videor1.data.sampling import MAX_DECODE_PIXELS, FrameSampling, PixelBudget
 from videor1.serve.errors import RequestError
 from videor1.serve.messages import decode_media, parse_messages
 

@@ -11,15 +11,13 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from videor1.config_errors import Loc, dotted, error_lines, rule, unknown_locs, valid_keys
-
-if TYPE_CHECKING:  # media pulls in torch and PyAV; configs must stay cheap to import (CLI start-up)
-    from videor1.data.media import FrameSampling, PixelBudget
+from videor1.data.sampling import MAX_DECODE_PIXELS, FrameSampling, PixelBudget
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,7 +52,7 @@ class MediaConfig(StrictModel):
         description="frame rate of a folder of image frames whose row has no fps column",
     )
     max_decode_pixels: int = Field(
-        8192 * 8192,
+        MAX_DECODE_PIXELS,
         gt=0,
         description="largest width x height of an image or video frame decoded at all, read from the header "
         "first (a video is also refused past 100,000 times this in frames x width x height)",
@@ -72,16 +70,12 @@ class MediaConfig(StrictModel):
 
     def sampling(self) -> FrameSampling:
         """Frame sampling for videos."""
-        from videor1.data.media import FrameSampling
-
         return FrameSampling(
             fps=self.fps, min_frames=self.min_frames, max_frames=self.max_frames, nframes=self.nframes
         )
 
     def video_budget(self, factor: int) -> PixelBudget:
         """Per-frame pixel budget; factor = patch size x merge size of the model's processor."""
-        from videor1.data.media import PixelBudget
-
         return PixelBudget(
             min_pixels=self.video_min_pixels,
             max_pixels=self.video_max_pixels,
@@ -91,8 +85,6 @@ class MediaConfig(StrictModel):
 
     def image_budget(self, factor: int) -> PixelBudget:
         """Image pixel budget; factor = patch size x merge size of the model's processor."""
-        from videor1.data.media import PixelBudget
-
         return PixelBudget(
             min_pixels=self.image_min_pixels,
             max_pixels=self.image_max_pixels,
@@ -398,12 +390,19 @@ LOSS_DEFAULTS: dict[str, ClipRange] = {
 }
 """`algorithm.loss_type` -> its default clip range; `videor1.rl.losses.POLICY_LOSSES` reads it from here."""
 
+SHUFFLE_MODES: tuple[str, ...] = ("frame", "patch")
+"""How T-GRPO shuffles a video: every frame (the original) or whole temporal patches (frame pairs kept)."""
+ADVANTAGES: tuple[str, ...] = ("grpo", "rloo", "reinforce_pp")
+"""`algorithm.advantage`: the estimators of `videor1.rl.advantages.ADVANTAGE_ESTIMATORS`, by name."""
+SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+"""`algorithm.scale_rewards`: what the grpo estimator divides the centred rewards by."""
+
 _ALGORITHM_CHOICES: dict[str, tuple[str, ...]] = {
     "preset": tuple(PRESETS),
     "group_accuracy": GROUP_ACCURACY,
-    "shuffle_mode": ("frame", "patch"),
-    "advantage": ("grpo", "rloo", "reinforce_pp"),
-    "scale_rewards": ("group", "batch", "none"),
+    "shuffle_mode": SHUFFLE_MODES,
+    "advantage": ADVANTAGES,
+    "scale_rewards": SCALE_REWARDS,
     "loss_type": tuple(LOSS_DEFAULTS),
 }
 

@@ -25,17 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videor1.data.media import (
-    DecodedVideo,
-    FrameSampling,
-    MediaError,
-    PixelBudget,
-    load_video,
-    open_rgb,
-    resize_frames,
-    sampled_frames,
-    smart_resize,
-)
+from videor1.data.media import DecodedVideo, MediaError, load_video, open_rgb, resize_frames, sampled_frames
+from videor1.data.sampling import FrameSampling, PixelBudget, smart_resize
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

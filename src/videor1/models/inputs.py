@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from transformers.video_utils import VideoMetadata
 
-from videor1.config import MediaConfig
+from videor1.config import SHUFFLE_MODES, MediaConfig
 from videor1.data.frames import load_clip
 from videor1.data.media import DecodedVideo, load_image
 from videor1.data.prompts import chat_messages
@@ -113,8 +113,8 @@ def shuffle_permutation(
     num_frames: int, *, mode: ShuffleMode, temporal_patch: int, generator: torch.Generator
 ) -> list[int]:
     """A random frame order that differs from the identity: per frame, or per temporal patch (pairs kept)."""
-    if mode not in ("frame", "patch"):
-        raise ValueError(f"unknown shuffle mode {mode!r}; expected frame or patch")
+    if mode not in SHUFFLE_MODES:
+        raise ValueError(f"unknown shuffle mode {mode!r}; expected {' or '.join(SHUFFLE_MODES)}")
     unit = 1 if mode == "frame" else temporal_patch
     if num_frames % unit:
         raise ValueError(f"{num_frames} frames do not split into temporal patches of {unit}")

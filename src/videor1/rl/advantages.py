@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from videor1.config import SCALE_REWARDS
+
 AdvantageFn = Callable[..., Tensor]
 
 
@@ -56,7 +58,7 @@ def group_advantages(
     elif scale == "batch":
         std = _unbiased_std(rewards)  # []
     else:
-        raise ValueError(f"unknown scale {scale!r}; expected 'group', 'batch' or 'none'")
+        raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALE_REWARDS)}")
     return centred / (std + eps)  # [B, G]
 
 
@@ -84,7 +86,8 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
     "rloo": rloo_advantages,
     "reinforce_pp": reinforce_pp_advantages,
 }
-"""Advantage estimator by name, each called as f(rewards [B, G], **kwargs) -> advantages [B, G]."""
+"""Advantage estimator by name (`videor1.config.ADVANTAGES` lists them for the config), each called as
+f(rewards [B, G], **kwargs) -> advantages [B, G]."""
 
 
 def informative_groups(rewards: Tensor, *, atol: float = 1e-6) -> Tensor:

@@ -30,6 +30,7 @@ from accelerate.utils import gather_object
 
 from videor1.config import TrainConfig
 from videor1.data.dataset import load_dataset
+from videor1.metrics import MetricBag
 from videor1.models.generation import (
     Completions,
     SamplingParams,
@@ -54,7 +55,6 @@ from videor1.rl.groups import Groups, choose_groups
 from videor1.rl.grpo import ADVANTAGE_ESTIMATORS, grpo_loss
 from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
 from videor1.rl.losses import truncated_importance_weights
-from videor1.rl.metrics import MetricBag
 from videor1.rl.rollout import PromptBatch, build_rollout_engine
 from videor1.rl.scoring import RewardRule, evaluate_rewards, resolve_rewards, reward_columns, total_rewards
 

@@ -21,9 +21,9 @@ from videor1.config import MediaConfig, SFTConfig
 from videor1.data.dataset import load_dataset
 from videor1.data.failures import FailureBudget
 from videor1.eval.generate import answer_samples, summarize
+from videor1.metrics import MetricBag
 from videor1.models.load import unwrap_peft
 from videor1.recipe import Recipe
-from videor1.rl.metrics import MetricBag
 from videor1.sft.data import IGNORE_INDEX, BatchPlan, SFTBatches, identity_collate
 
 

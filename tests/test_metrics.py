@@ -1,11 +1,11 @@
-"""Per-step metrics (videor1.rl.metrics.MetricBag): means over items, per-process values and totals."""
+"""Per-step metrics (videor1.metrics.MetricBag): means over items, per-process values and totals."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from videor1.rl.metrics import MetricBag
+from videor1.metrics import MetricBag
 
 
 def test_add_is_a_mean_over_items():
