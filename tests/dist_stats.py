@@ -15,7 +15,7 @@ from accelerate.utils import gather_object
 from tests.test_distributed import ESTIMATORS, REWARDS, TOKENS
 from videor1.distributed import shutdown
 from videor1.recipe import gather_rows, tokens_per_micro
-from videor1.rl.grpo import ADVANTAGE_ESTIMATORS
+from videor1.rl.advantages import ADVANTAGE_ESTIMATORS
 from videor1.rl.trainer import step_advantages
 
 

@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 
-from videor1.rl.grpo import ADVANTAGE_ESTIMATORS
+from videor1.rl.advantages import ADVANTAGE_ESTIMATORS
 from videor1.rl.trainer import step_advantages
 
 # 4 prompts x G=4, non-binary rewards with different spreads, so batch and group scaling differ

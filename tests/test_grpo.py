@@ -11,21 +11,23 @@ import pytest
 import torch
 
 from videor1.config import LOSS_DEFAULTS
-from videor1.rl.grpo import (
+from videor1.rl.advantages import (
     ADVANTAGE_ESTIMATORS,
+    group_advantages,
+    informative_groups,
+    overlong_penalty,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
+from videor1.rl.losses import (
     POLICY_LOSSES,
     aggregate,
     cispo_policy_loss,
     clipped_policy_loss,
-    group_advantages,
     grpo_loss,
     gspo_policy_loss,
-    informative_groups,
     k3_kl,
     masked_mean,
-    overlong_penalty,
-    reinforce_pp_advantages,
-    rloo_advantages,
 )
 
 E = math.e

@@ -8,7 +8,7 @@ of a batch into "error" when one failed (docs/design.md §4).
 The generator is the HF model, or an engine with a `texts` method (`TextEngine`: the vLLM engine), which
 gets the same rendered prompts and decoded media, so both paths share the isolation above.
 
-`answer_samples` / `summarize` serve SFT's held-out evaluation with greedy decoding; their scores reuse
+`answer_samples` / `summarize_answers` serve SFT's held-out evaluation with greedy decoding; their scores reuse
 the reward functions' parsers and rules (one parser, two uses), so "accuracy" there is the number RL
 optimises. Benchmarks score the same generations with their own metrics (`videor1.eval.scoring`).
 """
@@ -56,7 +56,7 @@ def describe(error: BaseException) -> str:
     return str(error) if isinstance(error, MediaError) else f"{type(error).__name__}: {error}"
 
 
-def decode_media(samples: list[Sample], media: MediaConfig, factor: int) -> list[SampleMedia | Generation]:
+def decode_samples(samples: list[Sample], media: MediaConfig, factor: int) -> list[SampleMedia | Generation]:
     """Each sample's decoded media, or a failed Generation with the decoding error."""
     decoded: list[SampleMedia | Generation] = []
     for sample in samples:
@@ -98,7 +98,7 @@ def generate_batch(
     model: Any, processor: Any, samples: list[Sample], media: MediaConfig, **decoding: Any
 ) -> list[Generation]:
     """Generations for a batch, in order: decode per sample, generate together, retry one by one on failure."""
-    results: list[SampleMedia | Generation] = decode_media(samples, media, vision_factor(processor))
+    results: list[SampleMedia | Generation] = decode_samples(samples, media, vision_factor(processor))
     ready = [i for i, item in enumerate(results) if isinstance(item, SampleMedia)]
     try:
         if ready:
@@ -161,7 +161,7 @@ def answer_samples(
     return answers
 
 
-def summarize(answers: list[Answer]) -> dict[str, float]:
+def summarize_answers(answers: list[Answer]) -> dict[str, float]:
     """Mean accuracy and format rate overall, by data_type and by problem_type; failed-sample count."""
     failed = sum(a.error is not None for a in answers)
     summary: dict[str, float] = {"count": float(len(answers)), "failed": float(failed)}

@@ -1,1 +1,1 @@
-"""Reinforcement learning for video reasoning: advantages, losses and KL (`grpo`), rollouts and the trainer."""
+"""Reinforcement learning for video reasoning: advantages, losses, rewards, rollouts and the T-GRPO trainer."""

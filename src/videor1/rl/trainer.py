@@ -49,12 +49,11 @@ from videor1.models.inputs import (
 )
 from videor1.models.load import disable_dropout
 from videor1.recipe import Recipe
-from videor1.rl.advantages import informative_groups
+from videor1.rl.advantages import ADVANTAGE_ESTIMATORS, informative_groups
 from videor1.rl.data import Loaded, PromptStream
 from videor1.rl.groups import Groups, choose_groups
-from videor1.rl.grpo import ADVANTAGE_ESTIMATORS, grpo_loss
 from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
-from videor1.rl.losses import truncated_importance_weights
+from videor1.rl.losses import grpo_loss, truncated_importance_weights
 from videor1.rl.rollout import PromptBatch, build_rollout_engine
 from videor1.rl.scoring import RewardRule, evaluate_rewards, resolve_rewards, reward_columns, total_rewards
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from videor1.config import MediaConfig, SFTConfig
 from videor1.data.dataset import load_dataset
 from videor1.data.failures import FailureBudget
-from videor1.eval.generate import answer_samples, summarize
+from videor1.eval.generate import answer_samples, summarize_answers
 from videor1.metrics import MetricBag
 from videor1.models.load import unwrap_peft
 from videor1.recipe import Recipe
@@ -129,7 +129,7 @@ class SFTTrainer:
         answers = answer_samples(
             self.model, self.processor, samples, media, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens
         )
-        summary = summarize(answers)
+        summary = summarize_answers(answers)
         self.log.records("eval.jsonl", [{"step": self.step, **summary}])
         self.log.info(
             f"held-out at step {self.step}: accuracy {summary['accuracy/all']:.3f}, format {summary['format/all']:.3f}"
