@@ -418,10 +418,13 @@ class GRPOTrainer:
         start = time.perf_counter()
         self._shuffle_draws = 0
         failed_before, skipped_before = self.stream.failed, self.skipped_prompts
+        # 1-2) sample and score every micro-batch: G completions per prompt (+ G~ shuffled), total rewards [P, G]
         rollouts = [self._rollout(bag) for _ in range(self.cfg.gradient_accumulation_steps)]
+        # 3) advantages over the whole step's rewards, every process's included
         self._assign_advantages(rollouts)
         for rollout in rollouts:
             self._log_rollouts(rollout)
+        # 4-5) loss, backward and one optimizer step per iteration; the rollout engine gets the new weights
         self._update(rollouts, bag)
         seconds = time.perf_counter() - start
         bag.total("data/skipped_media", self.stream.failed - failed_before)
