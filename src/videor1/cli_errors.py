@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from videor1.config_errors import validation_message
+
 EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
 
@@ -30,7 +32,7 @@ def input_error_message(exc: BaseException) -> str | None:
     from videor1.data.media import MediaError
 
     if isinstance(exc, ValidationError):
-        return "; ".join(_validation_line(error) for error in exc.errors())
+        return validation_message(exc, whole="value")
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text (byte {exc.start}): {exc.reason}"
     if isinstance(exc, OSError):
@@ -40,16 +42,6 @@ def input_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, (ValueError, DatasetError, MediaError, yaml.YAMLError)):
         return str(exc) or type(exc).__name__
     return None
-
-
-def _validation_line(error: Any) -> str:
-    """`key: reason` for one pydantic error; a config rule's message is already the whole line."""
-    from videor1.config_errors import RULE
-
-    if error["type"] == RULE:
-        return str((error.get("ctx") or {}).get("message", error["msg"]))
-    # pydantic prefixes a validator's own ValueError with "Value error, "; the reason reads better without it
-    return f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg'].removeprefix('Value error, ')}"
 
 
 class FriendlyGroup(TyperGroup):

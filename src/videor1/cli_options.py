@@ -21,6 +21,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from videor1.config import MediaConfig
+from videor1.config_errors import validation_message
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,15 +43,9 @@ def described(model: type[BaseModel], name: str, default: Any = ...) -> str:
     return f"{info.description} (default: {shown})" if info.description else f"(default: {shown})"
 
 
-def validation_message(exc: ValidationError) -> str:
-    """One line for a config's validation errors: each as `key: reason` (just the reason for the whole config)."""
-    problems = []
-    for error in exc.errors():
-        # pydantic prefixes a validator's own ValueError with "Value error, "; the reason reads better without it
-        reason = error["msg"].removeprefix("Value error, ")
-        key = ".".join(str(part) for part in error["loc"])
-        problems.append(f"{key}: {reason}" if key else reason)
-    return "; ".join(problems)
+def or_default(model: type[BaseModel], name: str, value: Any) -> Any:
+    """An option's value, or its config field's default when it was not given, for a command that builds no config."""
+    return model.model_fields[name].get_default(call_default_factory=True) if value is None else value
 
 
 def build_config(model: type[M], values: dict[str, Any]) -> M:

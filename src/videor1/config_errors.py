@@ -4,6 +4,9 @@ Pure functions over pydantic config classes and their ValidationErrors; `videor1
 lines into one `ConfigError`. Users arrive from TRL, HF Trainer, ms-swift and Video-R1's own scripts with those
 projects' names for the same settings, so an unknown key is looked up in `ALIASES` before it is matched against
 the config's own dotted keys.
+
+`validation_message` is the plain one-line form of any pydantic error (`key: reason; …`), the one that command
+options, the command line's error handler and the server's 400 answers share.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import difflib
 import functools
 import typing
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -101,6 +104,44 @@ def show(value: Any, limit: int = 60) -> str:
         except yaml.YAMLError:
             text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------------ one line
+
+
+def error_reason(error: Mapping[str, Any]) -> str:
+    """What one pydantic error says is wrong, without its key: a rule's whole line, or pydantic's message."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == RULE:
+        return str(ctx.get("message", error["msg"]))
+    if error["type"] == "json_invalid":
+        return f"invalid JSON: {ctx.get('error', error['msg'])}"
+    # pydantic prefixes a validator's own ValueError with "Value error, "; the reason reads better without it
+    return error["msg"].removeprefix("Value error, ")
+
+
+def error_line(error: Mapping[str, Any], whole: str = "", drop: Collection[Any] = ()) -> str:
+    """`key: reason` for one pydantic error; `whole` is the key of a location-less one (empty: just the reason).
+
+    `drop` leaves location parts out of the key (FastAPI's "body"). A rule's line names its key itself, and text
+    that is not JSON has no key, so those two are their reason alone.
+    """
+    reason = error_reason(error)
+    if error["type"] in (RULE, "json_invalid"):
+        return reason
+    key = dotted(tuple(part for part in error.get("loc", ()) if part not in drop)) or whole
+    return f"{key}: {reason}" if key else reason
+
+
+class HasErrors(Protocol):
+    """A pydantic ValidationError, or FastAPI's RequestValidationError (which wraps pydantic's errors)."""
+
+    def errors(self) -> Sequence[Any]: ...
+
+
+def validation_message(exc: HasErrors, whole: str = "", drop: Collection[Any] = ()) -> str:
+    """One line for a validation error: each of its errors' `key: reason`, joined by "; "."""
+    return "; ".join(error_line(error, whole, drop) for error in exc.errors())
 
 
 # ------------------------------------------------------------------------------------------------ unknown keys
@@ -339,7 +380,6 @@ def _required_message(key: str, info: FieldInfo | None, fields: Mapping[str, Fie
 def _value_message(error: Any, fields: Mapping[str, FieldInfo]) -> str:
     """`key=value: reason` for a wrong type, an out-of-range number or a value not among the choices."""
     key = dotted(error["loc"])
-    reason = error["msg"].removeprefix("Value error, ")
     if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
         info = fields.get(_normal(error["loc"]))
         sub = _submodel(info.annotation) if info is not None else None
@@ -352,11 +392,9 @@ def _value_message(error: Any, fields: Mapping[str, FieldInfo]) -> str:
                 f"{key} is a section, not a value: set its keys ({', '.join(sub.model_fields)})"
                 + (f", e.g. {example}" if example else "")
             )
-    if not key:
-        return reason
-    if error["type"] in ("value_error", "assertion_error"):
-        return f"{key}: {reason}"  # a section's own check: its message names the keys
-    return f"{key}={show(error['input'])}: {reason}"
+    if not key or error["type"] in ("value_error", "assertion_error"):
+        return error_line(error)  # the whole config's or a section's own check: its message names the keys
+    return f"{key}={show(error['input'])}: {error_reason(error)}"
 
 
 def error_lines(
@@ -375,9 +413,8 @@ def error_lines(
                 for leaf, value in _leaves(loc, error["input"])
             )
         elif error["type"] == RULE:
-            ctx = error.get("ctx") or {}
-            rule_key = str(ctx.get("key", ""))
-            problems.append(Problem(tuple(rule_key.split(".")) if rule_key else (), ctx.get("message", error["msg"])))
+            rule_key = str((error.get("ctx") or {}).get("key", ""))
+            problems.append(Problem(tuple(rule_key.split(".")) if rule_key else (), error_reason(error)))
         elif error["type"] == "missing":
             problems.append(Problem(loc, _required_message(dotted(loc), fields.get(_normal(loc)), fields)))
         else:

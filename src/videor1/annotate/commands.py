@@ -101,11 +101,11 @@ def build_teacher(cfg: AnnotateConfig) -> Teacher:
         return HTTPTeacher(client, params, samples_per_question=cfg.samples_per_question,
                            concurrency=cfg.concurrency, media_as=cfg.media_as, system_prompt=cfg.system_prompt)
     from videor1.annotate.teacher import LocalTeacher
+    from videor1.devices import pick_device
     from videor1.models.load import load_model, load_processor, set_torch_threads
-    from videor1.serve.server import resolve_device
 
     set_torch_threads(cfg.torch_threads)
-    model = load_model(cfg.teacher, dtype=cfg.dtype, device=resolve_device(cfg.device))
+    model = load_model(cfg.teacher, dtype=cfg.dtype, device=pick_device(cfg.device))
     return LocalTeacher(model, load_processor(cfg.teacher), cfg.media, params,
                         samples_per_question=cfg.samples_per_question, batch_size=cfg.batch_size,
                         system_prompt=cfg.system_prompt)

@@ -38,7 +38,7 @@ class AnnotateConfig(StrictModel):
     )
     batch_size: int = Field(8, ge=1, description="questions per generate call with a local teacher")
     dtype: str = Field("auto", description="local teacher dtype: auto, float32, bfloat16 or float16")
-    device: str = Field("auto", description="local teacher device: auto (cuda when available), cpu, cuda, ...")
+    device: str = Field("auto", description="local teacher device: auto (the accelerator if any), cpu, cuda, ...")
     torch_threads: int | None = Field(None, ge=1, description="local teacher CPU threads (none: torch's default)")
     max_questions: int | None = Field(None, ge=1, description="annotate at most this many pending questions")
     media: MediaConfig = Field(default_factory=inference_media, description="frames and pixel budgets (local teacher)")

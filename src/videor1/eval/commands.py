@@ -1,6 +1,7 @@
 """The `videor1 eval` command group (run, `score`, `table`) and `videor1 infer`; `register` adds them to the app.
 
-Only flags the user gives reach the config: every default lives on `EvalConfig` / `MediaConfig`.
+Only flags the user gives reach the config: every default lives on `EvalConfig` (its decoding and vllm sections)
+or `MediaConfig`, and each option's help is its field's description with that default, as `serve`'s are.
 """
 
 from __future__ import annotations
@@ -17,24 +18,27 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from videor1.cli_options import TorchThreads, media_options, stage_media, validation_message
+from videor1.cli_options import TorchThreads, config_option, described, media_options, or_default, stage_media
 from videor1.config import inference_media
+from videor1.config_errors import validation_message
+from videor1.eval.config import BenchmarkRun, DecodingConfig, Engine, EvalConfig, EvalVLLMOptions
 from videor1.progress import PlainLines, count_columns, is_interactive
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-# help is rich markup: escaped, or ".[vllm]" would print as "."
-ENGINE_HELP = escape('hf (transformers generate, default) or vllm (same prompts and media; needs the vllm package: '
-                     'pip install -e ".[vllm]" on GPUs, or the CPU venv of constraints-vllm.txt)')
-# eval and infer answer as the paper evaluates; serve samples as OpenAI's API does (1.0) for chat clients
-TEMPERATURE_HELP = "0 = greedy (default: 0.01 with top_p 0.001, the paper's near-greedy evaluation; serve's is 1.0)"
-EAGER_HELP = "vllm engine: no torch.compile / CUDA graphs (starts in seconds, decodes slower)"
+_VLLM = "vLLM engine (--engine vllm)"
+_eval_opt = config_option(EvalConfig)
+_decoding_opt = config_option(DecodingConfig)
+_vllm_opt = config_option(EvalVLLMOptions)
 
 # the run options `eval` and `eval run` share
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard these benchmarks' predictions")]
 RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="generate failed samples again")]
 Strict = Annotated[bool, typer.Option("--strict", help="stop on any invalid row instead of recording it as failed")]
+EnforceEager = Annotated[
+    bool, typer.Option("--enforce-eager", help=described(EvalVLLMOptions, "enforce_eager"), rich_help_panel=_VLLM)
+]
 
 eval_app = typer.Typer(
     help="Evaluate a model on video benchmarks (VSI-Bench, VideoMMMU, MMVU, MVBench, TempCompass, VideoMME).",
@@ -46,6 +50,11 @@ def register(app: typer.Typer) -> None:
     """Add the `eval` group and the `infer` command to the main app."""
     app.add_typer(eval_app, name="eval")
     app.command("infer")(infer)
+
+
+def _per_bench(name: str, how: str) -> Any:
+    """The option of a `BenchmarkRun` field, which --bench it belongs to told by `how`."""
+    return typer.Option(help=f"{BenchmarkRun.model_fields[name].description}; {how}")
 
 
 def _split(values: list[Any] | None) -> list[str]:
@@ -125,33 +134,29 @@ def _benchmark_names() -> list[str]:
 @media_options(inference_media)
 def evaluate(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option(help="model folder or hub id")] = None,
-    bench: Annotated[list[str] | None, typer.Option(help="benchmark name; repeat or comma-separate")] = None,
-    data: Annotated[list[str] | None, typer.Option(help="evaluation file per --bench (Video-R1 eval JSON)")] = None,
-    media_root: Annotated[list[str] | None, typer.Option(help="media folder: one for all, or one per --bench")] = None,
-    category_field: Annotated[list[str] | None, typer.Option(help="category column: FIELD or BENCH=FIELD")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="samples per generate call (default: 8)")] = None,
-    temperature: Annotated[float | None, typer.Option(help=TEMPERATURE_HELP)] = None,
-    top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
-    top_k: Annotated[int | None, typer.Option(help="default: no top-k")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(help="default: 1.0")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
-    seed: Annotated[int | None, typer.Option(help="default: 0")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16 (default: auto)")] = None,
-    device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
-    attn_implementation: Annotated[str | None, typer.Option(help="e.g. sdpa, flash_attention_2")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="default: the chat template's default")] = None,
-    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
-    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help=EAGER_HELP)] = False,
-    gpu_memory_utilization: Annotated[
-        float | None, typer.Option(help="vllm engine: share of GPU memory it may take (default: 0.9)")
-    ] = None,
-    max_model_len: Annotated[
-        int | None, typer.Option(help="vllm engine: longest prompt + answer (default: the model's)")
-    ] = None,
-    label: Annotated[str | None, typer.Option(help="row name in the table (default: model folder name)")] = None,
-    limit: Annotated[int | None, typer.Option(help="at most this many samples per benchmark")] = None,
-    out: Annotated[str | None, typer.Option(help="output folder (default: runs/eval)")] = None,
+    model: Annotated[str | None, _eval_opt("model")] = None,
+    bench: Annotated[list[str] | None, _per_bench("name", "repeat or comma-separate")] = None,
+    data: Annotated[list[str] | None, _per_bench("data", "one per --bench")] = None,
+    media_root: Annotated[list[str] | None, _per_bench("media_root", "one for all, or one per --bench")] = None,
+    category_field: Annotated[list[str] | None, _per_bench("category_field", "FIELD, or BENCH=FIELD")] = None,
+    batch_size: Annotated[int | None, _eval_opt("batch_size")] = None,
+    temperature: Annotated[float | None, _decoding_opt("temperature")] = None,
+    top_p: Annotated[float | None, _decoding_opt("top_p")] = None,
+    top_k: Annotated[int | None, _decoding_opt("top_k")] = None,
+    repetition_penalty: Annotated[float | None, _decoding_opt("repetition_penalty")] = None,
+    max_new_tokens: Annotated[int | None, _decoding_opt("max_new_tokens")] = None,
+    seed: Annotated[int | None, _decoding_opt("seed")] = None,
+    dtype: Annotated[str | None, _eval_opt("dtype")] = None,
+    device: Annotated[str | None, _eval_opt("device")] = None,
+    attn_implementation: Annotated[str | None, _eval_opt("attn_implementation")] = None,
+    system_prompt: Annotated[str | None, _eval_opt("system_prompt")] = None,
+    engine: Annotated[str | None, _eval_opt("engine")] = None,
+    enforce_eager: EnforceEager = False,
+    gpu_memory_utilization: Annotated[float | None, _vllm_opt("gpu_memory_utilization", _VLLM)] = None,
+    max_model_len: Annotated[int | None, _vllm_opt("max_model_len", _VLLM)] = None,
+    label: Annotated[str | None, _eval_opt("label")] = None,
+    limit: Annotated[int | None, _eval_opt("limit")] = None,
+    out: Annotated[str | None, _eval_opt("out")] = None,
     overwrite: Overwrite = False,
     retry_failed: RetryFailed = False,
     strict: Strict = False,
@@ -169,8 +174,6 @@ def evaluate(
         raise _fail("--model is required: the model folder or hub id to evaluate")
     if not bench:
         raise _fail("--bench is required: a benchmark name (" + ", ".join(_benchmark_names()) + ")")
-    from videor1.eval.config import EvalConfig
-
     names, files = _split(bench), _split(data)
     if len(files) != len(names):
         raise _fail(f"give one --data per --bench: {len(names)} benchmarks, {len(files)} files")
@@ -228,7 +231,6 @@ def run_config(
 ) -> None:
     """Evaluate from a YAML config with key=value overrides, as `videor1 train` takes its config."""
     from videor1.config import load_config
-    from videor1.eval.config import EvalConfig
 
     cfg = load_config(EvalConfig, config, overrides or [])  # a bad key or value: one line, exit 2
     _run(cfg, overwrite=overwrite, retry_failed=retry_failed, strict=strict, torch_threads=torch_threads)
@@ -281,28 +283,28 @@ def table(runs: Annotated[list[Path], typer.Argument(help="eval output folders (
 @media_options(inference_media)
 def infer(
     question: Annotated[str, typer.Argument(help="the question; lettered option lines (A. …) may follow it")],
-    model: Annotated[str, typer.Option(help="model folder or hub id")],
+    model: Annotated[str, _eval_opt("model")],
     video: Annotated[Path | None, typer.Option(help="a video file")] = None,
     image: Annotated[Path | None, typer.Option(help="an image file")] = None,
     option: Annotated[list[str] | None, typer.Option(help="an answer option; repeat for each")] = None,
     problem_type: Annotated[str, typer.Option("--type", help="answer type without options")] = "free-form",
-    temperature: Annotated[float | None, typer.Option(help=TEMPERATURE_HELP)] = None,
-    top_p: Annotated[float | None, typer.Option(help="default: 0.001")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="default: 1024")] = None,
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
-    device: Annotated[str | None, typer.Option(help="default: the accelerator if any, else cpu")] = None,
-    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "hf",
-    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help=EAGER_HELP)] = False,
+    temperature: Annotated[float | None, _decoding_opt("temperature")] = None,
+    top_p: Annotated[float | None, _decoding_opt("top_p")] = None,
+    max_new_tokens: Annotated[int | None, _decoding_opt("max_new_tokens")] = None,
+    dtype: Annotated[str | None, _eval_opt("dtype")] = None,
+    device: Annotated[str | None, _eval_opt("device")] = None,
+    engine: Annotated[str | None, _eval_opt("engine")] = None,
+    enforce_eager: EnforceEager = False,
     torch_threads: TorchThreads = None,
     *,
     media: dict,
 ) -> None:
     """Answer one question about a video or an image; prints the reasoning and the answer."""
     from videor1.config import MediaConfig
-    from videor1.eval.config import DecodingConfig, Engine, EvalVLLMOptions
     from videor1.eval.infer import InferError, answer_question, build_sample
     from videor1.eval.runner import EvalError, load_generator, vllm_missing
 
+    dtype, engine = or_default(EvalConfig, "dtype", dtype), or_default(EvalConfig, "engine", engine)
     if (video is None) == (image is None):
         raise _fail("give exactly one of --video or --image")
     if engine not in get_args(Engine):

@@ -15,7 +15,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from videor1.config import MediaConfig, StrictModel, inference_media
-from videor1.eval.benchmarks import get_benchmark
 
 Engine = Literal["hf", "vllm"]
 """What generates: transformers' generate (the reference) or vLLM, fed the same prompts and decoded media."""
@@ -25,11 +24,14 @@ Engine = Literal["hf", "vllm"]
 class DecodingConfig(StrictModel):
     """How answers are sampled (the paper's near-greedy decoding)."""
 
-    temperature: float = Field(0.01, ge=0, description="0 = greedy")
-    top_p: float = Field(0.001, gt=0, le=1)
-    top_k: int | None = Field(None, gt=0, description="None = no top-k filter")
+    temperature: float = Field(
+        0.01, ge=0, description="0 = greedy; the default (with top_p's) is the paper's near-greedy evaluation, where "
+        "serve samples as OpenAI's API does",
+    )
+    top_p: float = Field(0.001, gt=0, le=1, description="sample from the fewest tokens whose probabilities reach this")
+    top_k: int | None = Field(None, gt=0, description="none = no top-k filter")
     repetition_penalty: float = Field(1.0, gt=0, description="1.0 = none")
-    max_new_tokens: int = Field(1024, gt=0)
+    max_new_tokens: int = Field(1024, gt=0, description="longest answer in tokens")
     seed: int = Field(0, description="torch seed set once per run")
 
 
@@ -39,7 +41,7 @@ class BenchmarkRun(StrictModel):
     name: str = Field(..., description="vsibench, videommmu, mmvu, mvbench, tempcompass or videomme")
     data: str = Field(..., description="Video-R1-format evaluation file (JSON, JSONL, parquet, datasets folder)")
     media_root: str = Field(..., description="folder the rows' paths are relative to")
-    category_field: str | None = Field(None, description="column holding the category; None = the benchmark's own")
+    category_field: str | None = Field(None, description="column holding the category; none = the benchmark's own")
 
 
 class EvalVLLMOptions(StrictModel):
@@ -47,16 +49,18 @@ class EvalVLLMOptions(StrictModel):
 
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of GPU memory vLLM may take")
     enforce_eager: bool = Field(False, description="no torch.compile / CUDA graphs: fast start, slower decoding")
-    max_model_len: int | None = Field(None, gt=0, description="longest prompt + completion; None = the model's")
+    max_model_len: int | None = Field(None, gt=0, description="longest prompt + completion; none = the model's")
 
 
 class EvalConfig(StrictModel):
     """A `videor1 eval` run."""
 
     model: str = Field(..., description="hub id or local folder")
-    label: str | None = Field(None, description="row name in the results table; None = the model folder's name")
+    label: str | None = Field(None, description="row name in the results table; none = the model folder's name")
     dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
-    device: str | None = Field(None, description="None = the first CUDA device if there is one, else cpu")
+    device: str | None = Field(
+        None, description="cpu, cuda, cuda:1, ...; none or auto = the accelerator if there is one, else cpu"
+    )
     attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
     engine: Engine = Field(
         "hf", description="hf generate (the reference) or vLLM (same prompts and media; needs the vllm package)"
@@ -65,13 +69,16 @@ class EvalConfig(StrictModel):
     media: MediaConfig = Field(default_factory=inference_media)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     batch_size: int = Field(8, gt=0, description="samples per generate call")
-    system_prompt: str | None = Field(None, description="None = the chat template's default")
+    system_prompt: str | None = Field(None, description="none = the chat template's default")
     limit: int | None = Field(None, gt=0, description="evaluate at most this many samples per benchmark")
     benchmarks: list[BenchmarkRun] = Field(..., min_length=1)
     out: str = Field("runs/eval", description="output folder")
 
     @model_validator(mode="after")
     def _distinct(self) -> EvalConfig:
+        # imported here: the benchmarks pull in torch, and the command line reads this module for its --help
+        from videor1.eval.benchmarks import get_benchmark
+
         keys = [get_benchmark(b.name).key for b in self.benchmarks]
         if len(set(keys)) != len(keys):
             raise ValueError(f"each benchmark may appear once, got {', '.join(keys)}")

@@ -32,6 +32,7 @@ import yaml
 from videor1.atomic import atomic_write_lines, atomic_write_text
 from videor1.config import save_config
 from videor1.data.schema import Sample
+from videor1.devices import pick_device
 from videor1.eval.benchmarks import Benchmark, Category, category_of, get_benchmark
 from videor1.eval.config import RESUME_KEYS, BenchmarkRun, Engine, EvalConfig, EvalVLLMOptions
 from videor1.eval.data import BenchmarkData, EvalError, invalid_record, load_benchmark, row_category, sample_key
@@ -196,13 +197,6 @@ def evaluate_benchmark(
             progress(bench.key, done, total)
     keys = [sample_key(s.problem_id) for s in samples] + [sample_key(r["id"]) for r in invalid]
     return sorted((store.records[key] for key in keys), key=lambda record: record["row"])
-
-
-def pick_device(name: str | None) -> torch.device:
-    """The configured device, else the machine's accelerator if it has one, else the CPU."""
-    if name is not None:
-        return torch.device(name)
-    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
 
 
 def vllm_missing() -> str | None:

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from videor1.config_errors import validation_message
 from videor1.models.generation import GeneratedText, SamplingParams
 from videor1.models.inputs import SampleMedia, processor_inputs
 from videor1.serve.config import MIB, ServeConfig
@@ -205,17 +206,6 @@ class Guard:
                 return b"".join(chunks), None
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    messages = []
-    for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            messages.append(f"invalid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
-            continue
-        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        messages.append(f"{loc}: {error.get('msg')}")
-    return "; ".join(messages) or "invalid request"
-
-
 @dataclass
 class ServerState:
     """What the routes need: settings, the model worker, the processor and the media grid factor."""
@@ -292,7 +282,8 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_message(exc))
+        # FastAPI puts the body's fields under "body": a client knows them by their own names
+        return error_response(400, validation_message(exc, whole="body", drop={"body"}) or "invalid request")
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

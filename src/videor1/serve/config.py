@@ -46,7 +46,9 @@ class ServeConfig(StrictModel):
     )
     default_top_p: float = Field(1.0, gt=0, le=1, description="top_p when a request gives none (OpenAI's)")
     dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
-    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+    device: str = Field(
+        "auto", description="auto (the accelerator, e.g. cuda, when there is one, else cpu), cpu, cuda, cuda:1, ..."
+    )
     attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2")
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (none: torch's default); fewer avoids oversubscribed cores"

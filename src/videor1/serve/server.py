@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from videor1.devices import pick_device
 from videor1.models.inputs import processor_inputs, vision_factor
 from videor1.models.load import load_model, load_processor, set_torch_threads
 from videor1.serve.app import ServerState, create_app
@@ -17,20 +18,11 @@ logger = logging.getLogger("videor1.serve")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def resolve_device(device: str) -> str:
-    """"auto" becomes cuda when a GPU is visible, else cpu; anything else passes through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def build_state(cfg: ServeConfig) -> ServerState:
     """Load the model and processor and start the generation worker."""
     set_torch_threads(cfg.torch_threads)
-    device = resolve_device(cfg.device)
-    model = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, device=device)
+    model = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
+                       device=pick_device(cfg.device))
     processor = load_processor(cfg.model)
     # the first call sets the tokenizer's padding; done now, before request threads and the worker share it (a
     # settings change while another thread tokenises raises "Already borrowed" in the Rust tokenizer)
