@@ -20,8 +20,8 @@ from videor1.data.media import load_video
 from videor1.eval import generate as generate_module
 from videor1.eval.commands import register
 from videor1.eval.config import BenchmarkRun, DecodingConfig, EvalConfig
-from videor1.eval.original import original_mra, original_reward
 from videor1.eval.runner import EvalError, run_eval
+from videor1.eval.video_r1_outputs import original_mra, original_reward
 
 app = typer.Typer()
 register(app)

@@ -22,7 +22,7 @@ from videor1.data.frames import load_frame_folder
 from videor1.data.media import MediaError, MediaTooLarge, load_image, load_video, sniff_image, sniff_video, write_video
 from videor1.data.sampling import MAX_DECODE_PIXELS, FrameSampling, PixelBudget
 from videor1.serve.errors import RequestError
-from videor1.serve.messages import decode_media, parse_messages
+from videor1.serve.messages import decode_refs, parse_messages
 
 WIDTH, HEIGHT, N_FRAMES, FPS = 64, 48, 10, 10
 BUDGET = PixelBudget(min_pixels=28 * 28, max_pixels=56 * 56, factor=28)
@@ -86,7 +86,7 @@ def user_media(kind: str, url: str) -> list[dict]:
 def server_error(kind: str, url: str, config: MediaConfig = SERVER, allowed_dir=None) -> RequestError:
     refs = parse_messages(user_media(kind, url), allowed_dir=allowed_dir, max_media=1).media
     with pytest.raises(RequestError) as caught:
-        decode_media(refs, config, 28)
+        decode_refs(refs, config, 28)
     return caught.value
 
 
@@ -183,7 +183,7 @@ def test_allowed_video_containers_load_by_content(tmp_path, suffix, codec, demux
     # through the server, sent under another MIME type
     refs = parse_messages(user_media("video", data_url("video/quicktime", path.read_bytes())), allowed_dir=None,
                           max_media=1).media
-    assert decode_media(refs, SERVER, 28)[0].video.frames.shape == (4, 3, 56, 56)
+    assert decode_refs(refs, SERVER, 28)[0].video.frames.shape == (4, 3, 56, 56)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"])
@@ -196,7 +196,7 @@ def test_allowed_image_formats_load_by_content(tmp_path, fmt):
     refs = parse_messages(user_media("image", data_url("image/jpeg", path.read_bytes())), allowed_dir=None,
                           max_media=1).media
     assert refs[0].suffix.lstrip(".") in {"png", "jpg", "gif", "webp", "bmp", "tif"}
-    assert decode_media(refs, SERVER, 28)[0].image.size == (56, 56)
+    assert decode_refs(refs, SERVER, 28)[0].image.size == (56, 56)
 
 
 @pytest.mark.parametrize("fmt", ["PPM", "TGA", "PCX", "ICO"])

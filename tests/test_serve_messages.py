@@ -9,7 +9,7 @@ from videor1.config import MediaConfig
 from videor1.serve.app import ChatCompletionRequest, sampling_params
 from videor1.serve.config import ServeConfig
 from videor1.serve.errors import RequestError
-from videor1.serve.messages import decode_media, parse_messages
+from videor1.serve.messages import decode_refs, parse_messages
 
 PNG_URL = "data:image/png;base64," + base64.b64encode(b"\x89PNG not really").decode()
 SMALL = MediaConfig(max_frames=4, video_min_pixels=3136, video_max_pixels=3136, image_min_pixels=3136,
@@ -99,7 +99,7 @@ def test_local_files_only_under_the_allowed_directory(tmp_path):
 def test_undecodable_media_is_a_400_that_hides_server_paths():
     refs = parse_messages([user({"type": "image_url", "image_url": PNG_URL})], allowed_dir=None, max_media=1).media
     with pytest.raises(RequestError) as caught:
-        decode_media(refs, SMALL, 28)
+        decode_refs(refs, SMALL, 28)
     assert caught.value.status == 400 and caught.value.message.startswith("image 1 of the request cannot be used")
     assert "/tmp" not in caught.value.message
 
@@ -109,7 +109,7 @@ def test_real_media_decodes_under_the_servers_budget(synth_root):
     url = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
     refs = parse_messages([user({"type": "video_url", "video_url": {"url": url}})], allowed_dir=None,
                           max_media=1).media
-    (media,) = decode_media(refs, SMALL, 28)
+    (media,) = decode_refs(refs, SMALL, 28)
     assert tuple(media.video.frames.shape) == (4, 3, 56, 56)  # 4 frames of 56 x 56 = 3136 pixels
     assert media.video.sample_fps > 0
 

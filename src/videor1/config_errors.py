@@ -31,7 +31,7 @@ NOTHING: Any = object()
 Loc = tuple[str | int, ...]
 
 
-class Problem(NamedTuple):
+class ConfigProblem(NamedTuple):
     """One line of a config error, and where the value at fault is (to say whether a file or an override set it)."""
 
     loc: Loc
@@ -400,24 +400,24 @@ def _value_message(error: Any, fields: Mapping[str, FieldInfo]) -> str:
 def error_lines(
     exc: ValidationError, model: type[BaseModel], command: str = "videor1",
     elsewhere: Mapping[str, Collection[str]] | None = None,
-) -> list[Problem]:
+) -> list[ConfigProblem]:
     """One problem per error of `exc` (raised by `model`), each naming its dotted key and the fix, in order."""
     fields = config_fields(model)
     keys = list(fields)
-    problems: list[Problem] = []
+    problems: list[ConfigProblem] = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden":
             problems.extend(
-                Problem(leaf, unknown_key_message(dotted(leaf), value, keys, command, elsewhere))
+                ConfigProblem(leaf, unknown_key_message(dotted(leaf), value, keys, command, elsewhere))
                 for leaf, value in _leaves(loc, error["input"])
             )
         elif error["type"] == RULE:
             rule_key = str((error.get("ctx") or {}).get("key", ""))
-            problems.append(Problem(tuple(rule_key.split(".")) if rule_key else (), error_reason(error)))
+            problems.append(ConfigProblem(tuple(rule_key.split(".")) if rule_key else (), error_reason(error)))
         elif error["type"] == "missing":
-            problems.append(Problem(loc, _required_message(dotted(loc), fields.get(_normal(loc)), fields)))
+            problems.append(ConfigProblem(loc, _required_message(dotted(loc), fields.get(_normal(loc)), fields)))
         else:
-            problems.append(Problem(loc, _value_message(error, fields)))
+            problems.append(ConfigProblem(loc, _value_message(error, fields)))
     # the same line twice (two list items, say) says nothing new
     return list({p.message: p for p in problems}.values())

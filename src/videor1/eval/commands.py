@@ -252,9 +252,9 @@ def score(
     with the file's own scores: both numbers, and how many rows differ and why.
     """
     from videor1.eval.benchmarks import get_benchmark
-    from videor1.eval.original import OutputFileError
     from videor1.eval.report import benchmark_markdown, comparison_markdown
     from videor1.eval.rescore import rescore_file, write_rescored
+    from videor1.eval.video_r1_outputs import OutputFileError
 
     try:
         rescored = rescore_file(outputs, get_benchmark(bench), category_field)

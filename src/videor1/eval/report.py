@@ -9,7 +9,7 @@ from typing import Any
 
 from videor1.atomic import atomic_write_text
 from videor1.eval.metrics import TABLE1_COLUMNS, percent, table1_markdown
-from videor1.eval.original import headline
+from videor1.eval.video_r1_outputs import headline
 from videor1.runlog import write_json
 
 RESULTS_JSON = "results.json"

@@ -1,7 +1,7 @@
 """`videor1 eval score`: rescore a file of outputs without a model, and file the result as a table row.
 
 The file is either predictions.jsonl from `videor1 eval` or Video-R1's eval_bench.py output (see
-`videor1.eval.original`); either way every record is scored again with the benchmark's official metric.
+`videor1.eval.video_r1_outputs`); either way every record is scored again with the benchmark's official metric.
 With an output folder the benchmark's results land in `<out>/<benchmark>/` and the folder's combined
 results.json gains (or updates) that benchmark, so `eval table` reads score folders like eval runs.
 """
@@ -16,9 +16,9 @@ from typing import Any
 from videor1.atomic import atomic_write_lines
 from videor1.data.schema import PROBLEM_TYPES
 from videor1.eval.benchmarks import MULTIPLE_CHOICE, Benchmark
-from videor1.eval.original import OutputFileError, compare, original_record, read_scored_file
 from videor1.eval.report import RESULTS_JSON, read_results, write_benchmark, write_combined
 from videor1.eval.scoring import rescore, summarize
+from videor1.eval.video_r1_outputs import OutputFileError, compare, original_record, read_scored_file
 
 PREDICTIONS = "predictions.jsonl"
 RUN_CONFIG = "config.yaml"

@@ -41,7 +41,7 @@ from videor1.models.generation import GeneratedText, SamplingParams
 from videor1.models.inputs import SampleMedia, processor_inputs
 from videor1.serve.config import MIB, ServeConfig
 from videor1.serve.errors import RequestError
-from videor1.serve.messages import decode_media, parse_messages
+from videor1.serve.messages import decode_refs, parse_messages
 from videor1.serve.page import register_page
 from videor1.serve.stream import END, LEFT, SSE_HEADERS, TokenFeed, chunk_events
 from videor1.serve.worker import CLIENT_LEFT, GenerationWorker, Job
@@ -223,7 +223,7 @@ def _prepare(state: ServerState, messages: list[Any]) -> tuple[str, list[SampleM
     cfg = state.cfg
     allowed = Path(cfg.allowed_media_dir) if cfg.allowed_media_dir else None
     parsed = parse_messages(messages, allowed_dir=allowed, max_media=cfg.max_media_per_request)
-    media = decode_media(parsed.media, cfg.media, state.factor)
+    media = decode_refs(parsed.media, cfg.media, state.factor)
     try:
         text = state.processor.apply_chat_template(parsed.messages, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # jinja raises its own types for conversations the template refuses

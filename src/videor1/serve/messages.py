@@ -223,7 +223,7 @@ def decode_one(ref: MediaRef, media: MediaConfig, factor: int) -> SampleMedia:
             raise exc.relabel(name, exc.reason.replace(handle.name, name)) from exc
 
 
-def decode_media(refs: Sequence[MediaRef], media: MediaConfig, factor: int) -> list[SampleMedia]:
+def decode_refs(refs: Sequence[MediaRef], media: MediaConfig, factor: int) -> list[SampleMedia]:
     """Decode every reference; a bad file is a 400 naming the part and the reason, one over the size limit a 413."""
     decoded = []
     for i, ref in enumerate(refs):

@@ -29,7 +29,7 @@ from PIL import Image
 from videor1.data.prompts import QUESTION_TEMPLATE, TYPE_TEMPLATES
 from videor1.models.inputs import SampleMedia
 from videor1.serve.errors import RequestError
-from videor1.serve.messages import _PART_KINDS, _part_url, decode_media, parse_media_url
+from videor1.serve.messages import _PART_KINDS, _part_url, decode_refs, parse_media_url
 
 THUMBNAIL_PX = 192
 """Longest side of a frame thumbnail: enough to recognise the frame, small enough for 16+ frames per answer."""
@@ -97,7 +97,7 @@ def decode_part(state: Any, part: Any) -> dict[str, Any]:
     cfg = state.cfg
     allowed = Path(cfg.allowed_media_dir) if cfg.allowed_media_dir else None
     ref = parse_media_url(_part_url(part, kind, kind), _PART_KINDS[kind], allowed, kind)
-    (media,) = decode_media([ref], cfg.media, state.factor)
+    (media,) = decode_refs([ref], cfg.media, state.factor)
     return frames_body(media)
 
 
