@@ -580,6 +580,27 @@ class OptimConfig(StrictModel):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
 
 
+class DistributedConfig(StrictModel):
+    """How the model is spread over processes: replicated (DDP, or what the accelerate launch config says) or
+    sharded with torch's FSDP2 (`fully_shard`, per decoder block), the same on gloo (CPU) and NCCL (GPU)."""
+
+    sharding: Literal["none", "fsdp2"] = Field(
+        "none", description="none (each process holds the whole model) or fsdp2 (parameters, gradients and "
+        "optimizer state sharded over the processes)"
+    )
+    reshard_after_forward: bool = Field(
+        True, description="fsdp2: free each block's gathered weights after its forward (less memory, one more "
+        "all-gather in backward)"
+    )
+    cpu_offload: bool = Field(False, description="fsdp2: keep the parameter and optimizer shards in CPU memory")
+    param_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="fsdp2 mixed precision: dtype of the gathered weights in forward/backward (none: as loaded)"
+    )
+    reduce_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="fsdp2 mixed precision: dtype of the gradient reduce-scatter (none: as the parameters)"
+    )
+
+
 class RecipeConfig(StrictModel):
     """What every training recipe shares (`videor1 sft`, `videor1 train`): run dir, steps, model, data, optim."""
 
@@ -597,6 +618,7 @@ class RecipeConfig(StrictModel):
     data: DataConfig
     media: MediaConfig = Field(default_factory=MediaConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     save_every: int = Field(100, gt=0, description="checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(3, ge=1, description="keep the newest N checkpoints")
     torch_threads: int | None = Field(

@@ -13,6 +13,8 @@ One home for what multi-process runs get wrong when every recipe wires accelerat
   (`gradient_clipping`, `gradient_accumulation_steps`) is an error rather than a silent override.
 - **Global statistics.** `gather_rows` / `tokens_per_micro` give a step-wide view (all micro-batches,
   all processes) to batch-level statistics.
+- **Sharding.** With `distributed.sharding: fsdp2` the recipe shards the model itself (`videor1.sharding`)
+  and steps, clips and checkpoints the optimizer without accelerate, which would wrap the model in DDP.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from videor1.bootstrap import ensure_data, ensure_model
 from videor1.config import RecipeConfig
 from videor1.models.load import load_model, load_processor, prepare_for_training, set_torch_threads
 from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
+from videor1.sharding import clip_grad_norm, full_state_dict, gathered, load_sharded, save_sharded, shard
 
 # the DeepSpeed keys our config decides, and the config key that decides each
 DEEPSPEED_KEYS = {
@@ -83,6 +86,25 @@ def gather_rows(accelerator: Any, values: torch.Tensor) -> tuple[torch.Tensor, s
     return gathered, slice(start, start + rows)
 
 
+SHARDED_DIR = "sharded"  # a sharded run's model and optimizer shards, under a checkpoint's state/
+SCHEDULER_FILE = "scheduler.pt"
+
+
+def check_shardable(config: RecipeConfig, num_processes: int) -> None:
+    """Refuse, in one line, what `distributed.sharding=fsdp2` does not do yet."""
+    if num_processes < 2:
+        raise ValueError(
+            "distributed.sharding=fsdp2 shards over several processes, and this run has one: launch it with "
+            "accelerate launch --num_processes N (or torchrun), or set distributed.sharding=none"
+        )
+    if config.model.lora.enabled:
+        raise ValueError(
+            "distributed.sharding=fsdp2 with model.lora.enabled is not supported yet (the adapter merge of "
+            "checkpoints and vLLM pushes needs the full weights): shard without LoRA, or use LoRA with "
+            "distributed.sharding=none (DDP)"
+        )
+
+
 class Recipe:
     """Accelerator, seeding, run dir and log, resume state, model preparation, optimisation and checkpoints."""
 
@@ -112,6 +134,9 @@ class Recipe:
         self.optimizer: Any = None
         self.scheduler: Any = None
         self.params: list[torch.nn.Parameter] = []
+        self.sharded = config.distributed.sharding == "fsdp2"
+        if self.sharded:
+            check_shardable(config, self.accelerator.num_processes)
 
     @property
     def is_main(self) -> bool:
@@ -138,6 +163,8 @@ class Recipe:
         frozen_copy = None
         if reference and not cfg.lora.enabled:
             frozen_copy = copy.deepcopy(model).requires_grad_(False).eval().to(self.device)
+            if self.sharded:  # sharded like the policy, never a whole copy per process
+                shard(frozen_copy, frozen_copy, self.cfg.distributed, self.device)
         model = prepare_for_training(
             model, freeze_vision=cfg.freeze_vision, gradient_checkpointing=cfg.gradient_checkpointing,
             lora_r=cfg.lora.r if cfg.lora.enabled else None, lora_alpha=cfg.lora.alpha,
@@ -150,6 +177,8 @@ class Recipe:
         from transformers import get_scheduler
 
         optim = self.cfg.optim
+        if self.sharded:  # before the optimizer: its state follows the parameters' shards
+            shard(module, module.model, self.cfg.distributed, self.device)
         self.params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas)
         scheduler = get_scheduler(
@@ -163,14 +192,32 @@ class Recipe:
                 "gradient_accumulation_steps": self.cfg.gradient_accumulation_steps,
                 "train_micro_batch_size_per_gpu": micro_batch_size,
             }))
+        if self.sharded:
+            self.optimizer, self.scheduler, self.module = optimizer, scheduler, module
+            return module
         module, self.optimizer, self.scheduler = self.accelerator.prepare(module, optimizer, scheduler)
         return module
 
     def restore(self) -> None:
         """Load the optimizer, scheduler and RNG state of the checkpoint being resumed (if any)."""
-        if self.checkpoint is not None:
-            self.accelerator.load_state(str(self.checkpoint / "state"))
-            self.log.info(f"resumed from {self.checkpoint} at step {self.step}")
+        if self.checkpoint is None:
+            return
+        state = self.checkpoint / "state"
+        self.accelerator.load_state(str(state))  # sharded runs: the RNG states only, nothing else is registered
+        if self.sharded:
+            load_sharded(state / SHARDED_DIR, self.module, self.optimizer)
+            self.scheduler.load_state_dict(torch.load(state / SCHEDULER_FILE, weights_only=True))
+        self.log.info(f"resumed from {self.checkpoint} at step {self.step}")
+
+    @contextmanager
+    def whole_model(self, *modules: torch.nn.Module) -> Iterator[None]:
+        """Full weights for forwards that processes run in different numbers (rollouts, evaluation): no-op unless
+        sharded. Every process must enter it, as it gathers."""
+        if not self.sharded:
+            yield
+            return
+        with gathered(*modules, reshard_after_forward=self.cfg.distributed.reshard_after_forward):
+            yield
 
     # ---- one update ----------------------------------------------------------------------------------------
     @contextmanager
@@ -185,12 +232,16 @@ class Recipe:
 
     def optimizer_step(self, bag: Any) -> None:
         """Clip to optim.max_grad_norm, step the optimizer and (once) the schedule, zero the gradients."""
-        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
+        if self.sharded:
+            grad_norm: Any = clip_grad_norm(self.params, self.cfg.optim.max_grad_norm)
+        else:
+            grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
         if grad_norm is not None:  # DeepSpeed clips inside its own step and reports no norm before it
             bag.add("optim/grad_norm", float(grad_norm))
         bag.add("optim/lr", self.scheduler.get_last_lr()[0])
         self.optimizer.step()
-        if not self.accelerator.optimizer_step_was_skipped:  # fp16 overflow: no update, so no schedule step
+        skipped = not self.sharded and self.accelerator.optimizer_step_was_skipped
+        if not skipped:  # fp16 overflow: no update, so no schedule step
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -206,11 +257,20 @@ class Recipe:
     # ---- checkpoints, progress, end of run -----------------------------------------------------------------
     def save_checkpoint(self, model: Any, processor: Any, state: dict[str, Any]) -> Path:
         """checkpoint-{step}: Auto-loadable model + processor (and a LoRA run's adapter/), accelerate state, the
-        recipe's own state."""
+        recipe's own state; a sharded run adds its model and optimizer shards and the schedule."""
+        weights, extra = None, None
+        if self.sharded:
+            weights = full_state_dict(model)  # collective: the whole model on the main process
+
+            def extra(state_dir: Path) -> None:
+                save_sharded(state_dir / SHARDED_DIR, self.module, self.optimizer)
+                if self.is_main:
+                    torch.save(self.scheduler.state_dict(), state_dir / SCHEDULER_FILE)
+
         return save_checkpoint(
             self.accelerator, self.out / f"checkpoint-{self.step}", model, processor,
             config_file=self.out / "config.yaml", state={"step": self.step, **state}, keep=self.cfg.save_total_limit,
-            base_model=self.cfg.model.name_or_path,
+            base_model=self.cfg.model.name_or_path, weights=weights, save_extra=extra,
         )
 
     def due_checkpoint(self) -> bool:

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +159,20 @@ def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def save_pretrained_model(model: Any, processor: Any, path: Path, *, base_model: str | None = None) -> None:
-    """Save a model loadable by the Auto classes; a LoRA model is merged into a copy, its adapter kept in adapter/."""
+def save_pretrained_model(
+    model: Any, processor: Any, path: Path, *, base_model: str | None = None, weights: dict[str, Any] | None = None
+) -> None:
+    """Save a model loadable by the Auto classes; a LoRA model is merged into a copy, its adapter kept in adapter/.
+
+    `weights`: the full state dict to write instead of the model's own (a sharded model holds only its shards).
+    """
     import copy
 
     to_save = model
     if hasattr(model, "merge_and_unload"):
         save_adapter(model, path / ADAPTER_DIR, base_model=base_model)
         to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(path)
+    to_save.save_pretrained(path, **({"state_dict": weights} if weights is not None else {}))
     processor.save_pretrained(path)
 
 
@@ -193,11 +198,14 @@ def model_reference(name_or_path: str) -> str:
 
 def save_checkpoint(
     accelerator: Any, path: Path, model: Any, processor: Any, *, config_file: Path, state: dict[str, Any],
-    keep: int | None, base_model: str | None = None,
+    keep: int | None, base_model: str | None = None, weights: dict[str, Any] | None = None,
+    save_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write checkpoint `path` on every process: accelerate state, Auto-loadable model, config, trainer state.
 
-    `base_model` (the run's starting model) is what a LoRA checkpoint's adapter/ names as its base.
+    `base_model` (the run's starting model) is what a LoRA checkpoint's adapter/ names as its base. A sharded
+    run passes the model's full `weights` (gathered on the main process) and `save_extra`, which every process
+    calls with the state folder to write its shards.
 
     Every process must call it (the accelerate state is sharded under FSDP/ZeRO); only the main process
     writes the model, the config and `trainer_state.json`, then deletes checkpoints beyond `keep`. All of it
@@ -209,8 +217,10 @@ def save_checkpoint(
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "state"))
+    if save_extra is not None:
+        save_extra(tmp / "state")
     if accelerator.is_main_process:
-        save_pretrained_model(model, processor, tmp, base_model=base_model)
+        save_pretrained_model(model, processor, tmp, base_model=base_model, weights=weights)
         shutil.copy(config_file, tmp / "config.yaml")
         # written last: a checkpoint counts as complete only once this file exists
         write_json(tmp / "trainer_state.json", state)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from videor1.config import MediaConfig, SFTConfig
+from videor1.config import HeldOutConfig, MediaConfig, SFTConfig
 from videor1.data.dataset import load_dataset
 from videor1.data.failures import FailureBudget
 from videor1.eval.generate import answer_samples, summarize_answers
@@ -121,8 +121,13 @@ class SFTTrainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the held-out file, written to eval.jsonl: accuracy and format rate by type."""
         cfg = self.cfg.eval
-        if cfg is None or not self.run.is_main:
+        if cfg is None:
             return {}
+        with self.run.whole_model(self.loss_module):  # only the main process generates: its forwards are local
+            return self._evaluate(cfg) if self.run.is_main else {}
+
+    def _evaluate(self, cfg: HeldOutConfig) -> dict[str, float]:
+        """Greedy answers on the held-out file (main process), logged to eval.jsonl."""
         root = cfg.media_root or self.cfg.data.media_root
         samples = load_dataset(cfg.file, root).samples[: cfg.max_samples]
         media: MediaConfig = self.cfg.media
