@@ -65,3 +65,32 @@ def test_fsdp2_sft_resume_is_exact(tmp_path, tiny_models, synth_root):
     assert [m["step"] for m in b] == [1, 2, 3, 4]
     assert [m["loss/sft"] for m in a] == [m["loss/sft"] for m in b]
     assert json.loads((tmp_path / "ra.json").read_text()) == json.loads((tmp_path / "rb2.json").read_text())
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_fsdp2_tgrpo_equals_ddp_on_the_same_two_processes(tmp_path, tiny_models, synth_root, family):
+    """T-GRPO on 2 processes, sharded and not: the same per-rank seeds sample the same rollouts (ordered and
+    shuffled groups, images and videos, completions of different lengths, dynamic sampling with its own rounds
+    on each rank, a sharded reference model for the KL), so losses, gradient norms and weights agree."""
+    from tests.test_train import TOY_REWARD, config
+
+    runs = {}
+    for sharding in ("none", "fsdp2"):
+        cfg = config(tmp_path / sharding, tiny_models(family), synth_root, "max_steps=3", "save_every=3",
+                     f'rewards=[{{name: "{TOY_REWARD}"}}, {{name: "tests.toy_rewards:varies_on_video_only"}}, '
+                     '{name: accuracy}, {name: format}]', "algorithm.kl_coef=0.04", "generation.max_new_tokens=16",
+                     "gradient_accumulation_steps=2", "algorithm.num_iterations=2", "prompts_per_device=2",
+                     "algorithm.dynamic_sampling.enabled=true", "algorithm.dynamic_sampling.max_rounds=2",
+                     f"distributed.sharding={sharding}")
+        save_config(cfg, tmp_path / f"{sharding}.yaml")
+        launch_two_cpu_processes("dist_check.py", "rl", tmp_path / f"{sharding}.json", tmp_path / f"{sharding}.yaml",
+                                 timeout=400)
+        runs[sharding] = (metrics(tmp_path / sharding / "run"), json.loads((tmp_path / f"{sharding}.json").read_text()))
+    (ddp, ddp_ranks), (fsdp, fsdp_ranks) = runs["none"], runs["fsdp2"]
+    for key in ("reward/total", "rollout/length", "rollout/shuffled_length", "rollout/extra_rounds", "data/prompts"):
+        assert [m[key] for m in ddp] == [m[key] for m in fsdp], key  # the same samples, so exactly equal
+    assert any(m["rollout/shuffled_length"] for m in fsdp) and any(m["rollout/extra_rounds"] for m in fsdp)
+    for key in ("loss/total", "loss/kl", "optim/grad_norm"):
+        assert [m[key] for m in ddp] == pytest.approx([m[key] for m in fsdp], rel=1e-4, abs=1e-7), key
+    assert fsdp_ranks[0]["checksum"] == fsdp_ranks[1]["checksum"]
+    assert ddp_ranks[0]["checksum"] == pytest.approx(fsdp_ranks[0]["checksum"], rel=1e-6)

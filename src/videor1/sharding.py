@@ -54,6 +54,9 @@ def shard(root: nn.Module, model: nn.Module, settings: DistributedConfig, device
     for block in decoder_blocks(model):
         fully_shard(block, **options)
     fully_shard(root, **options)
+    # FSDP2 sets up its root lazily, in the root's first forward; rollouts call the model inside `root` directly
+    # (the sampler, the vision tower), which FSDP2 refuses before that first forward, so set it up now
+    root._get_fsdp_state()._lazy_init()
 
 
 def fsdp_units(*modules: nn.Module) -> list[Any]:

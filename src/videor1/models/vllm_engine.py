@@ -30,7 +30,7 @@ from __future__ import annotations
 import gc
 import os
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,8 +207,9 @@ class VLLMEngine:
     def load_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the engine's weights in place (HF parameter names), then drop caches built on the old ones."""
         self.wake()
-        weights = [(name, tensor.detach()) for name, tensor in named]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        # lazily: a sharded policy's weights are gathered one at a time as vLLM reads them
+        weights = ((name, tensor.detach()) for name, tensor in named)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
 
@@ -233,13 +234,15 @@ class VLLMEngine:
         gc.collect()
 
 
-def policy_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
-    """The policy's full weights under HF names; LoRA adapters merged into a copy of each adapted weight."""
+def policy_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """The policy's full weights under HF names, one tensor at a time; LoRA adapters merged into a copy of each
+    adapted weight. A sharded (FSDP2) weight is gathered when its turn comes and dropped after: every process
+    must iterate it to the end, in the same order, and no second whole copy of the model is ever held."""
     from videor1.models.load import unwrap_peft
 
     base = unwrap_peft(model)
     if base is model:
-        return list(model.state_dict().items())
+        return (_whole(name, tensor) for name, tensor in model.state_dict().items())
     model.merge_adapter()  # peft: adds B·A·scale into each base weight, undone below
     try:
         named = []
@@ -249,4 +252,10 @@ def policy_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
             named.append((name.replace(".base_layer.", "."), tensor.detach().clone()))
     finally:
         model.unmerge_adapter()
-    return named
+    return iter(named)
+
+
+def _whole(name: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """A weight as vLLM takes it: the full tensor of a DTensor shard (a collective), the tensor otherwise."""
+    full = getattr(tensor, "full_tensor", None)
+    return name, (full() if callable(full) else tensor).detach()

@@ -418,8 +418,11 @@ class GRPOTrainer:
         start = time.perf_counter()
         self._shuffle_draws = 0
         failed_before, skipped_before = self.stream.failed, self.skipped_prompts
-        # 1-2) sample and score every micro-batch: G completions per prompt (+ G~ shuffled), total rewards [P, G]
-        rollouts = [self._rollout(bag) for _ in range(self.cfg.gradient_accumulation_steps)]
+        # 1-2) sample and score every micro-batch: G completions per prompt (+ G~ shuffled), total rewards [P, G];
+        # sharded, with the whole model gathered once: processes decode and score different numbers of forwards
+        models = [self.scorer] + ([self.ref_scorer] if self.ref_scorer is not None else [])
+        with self.run.whole_model(*models):
+            rollouts = [self._rollout(bag) for _ in range(self.cfg.gradient_accumulation_steps)]
         # 3) advantages over the whole step's rewards, every process's included
         self._assign_advantages(rollouts)
         for rollout in rollouts:
