@@ -1,9 +1,33 @@
 """Launch a test script as two gloo processes on the CPU, the way `accelerate launch` starts a real run."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+
+
+def _run_bounded(command: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
+    """Run the launcher in its own process group; past `timeout` kill it and its workers, and fail the test.
+
+    A deadlocked collective would otherwise hang CI, and killing only the launcher would leave its worker
+    processes spinning in gloo for ever.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts its workers in sessions of their own: kill the whole tree, not just the group
+        import psutil  # accelerate's dependency
+
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        script = next(part for part in command if part.startswith("tests/"))
+        raise AssertionError(f"{script} did not finish in {timeout} s (a deadlock?):\n{stderr[-3000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def launch_two_cpu_processes(script: str, *args: object, timeout: int = 600) -> None:
@@ -19,7 +43,7 @@ def launch_two_cpu_processes(script: str, *args: object, timeout: int = 600) -> 
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "--main_process_port", str(port), f"tests/{script}", *map(str, args)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        result = _run_bounded(command, env, timeout)
         # the port can be taken between our probe and torchrun's bind: that one race is retried, nothing else
         if result.returncode == 0 or "address already in use" not in result.stderr.lower() or attempt:
             break
