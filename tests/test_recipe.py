@@ -37,3 +37,37 @@ def test_failure_budget_is_judged_after_one_over_limit_attempts():
     resumed = FailureBudget(0.25)
     resumed.load_state_dict(budget.state_dict())
     assert (resumed.attempted, resumed.failed) == (4, 2)
+
+
+def _launch(zero_stage=None, fsdp=False, processes=2):
+    """An accelerator as check_launch reads it: its DeepSpeed / FSDP plugins and process count."""
+    from types import SimpleNamespace
+
+    deepspeed = SimpleNamespace(zero_stage=zero_stage) if zero_stage is not None else None
+    state = SimpleNamespace(deepspeed_plugin=deepspeed, fsdp_plugin=object() if fsdp else None)
+    return SimpleNamespace(state=state, num_processes=processes)
+
+
+@pytest.mark.parametrize(("overrides", "launch", "message"), [
+    ([], _launch(zero_stage=3), "DeepSpeed ZeRO-3 is not supported"),
+    (["distributed.sharding=fsdp2"], _launch(zero_stage=2), "launch without --use_deepspeed / --use_fsdp"),
+    (["distributed.sharding=fsdp2"], _launch(fsdp=True), "launch without --use_deepspeed / --use_fsdp"),
+    (["distributed.sharding=fsdp2", "mixed_precision=bf16"], _launch(), "distributed.param_dtype"),
+    (["distributed.sharding=fsdp2"], _launch(processes=1), "this run has one"),
+    (["distributed.sharding=fsdp2", "model.lora.enabled=true"], _launch(), "LoRA"),
+])
+def test_launches_that_cannot_shard_stop_at_start_with_one_line(overrides, launch, message):
+    from videor1.config import TrainConfig, load_config
+    from videor1.recipe import check_launch
+
+    config = load_config(TrainConfig, "configs/tgrpo_tiny.yaml", overrides)
+    with pytest.raises(ValueError, match=message):
+        check_launch(config, launch)
+
+
+def test_zero_1_and_2_and_plain_fsdp2_launches_pass():
+    from videor1.config import TrainConfig, load_config
+    from videor1.recipe import check_launch
+
+    check_launch(load_config(TrainConfig, "configs/tgrpo_tiny.yaml"), _launch(zero_stage=2))
+    check_launch(load_config(TrainConfig, "configs/tgrpo_tiny.yaml", ["distributed.sharding=fsdp2"]), _launch())

@@ -267,6 +267,9 @@ def test_two_cpu_processes_train_together_and_stay_identical(tmp_path, tiny_mode
     assert [m["data/prompts"] for m in lines] == [4, 4, 4]
     assert [m["optim/lr"] for m in lines] == pytest.approx(expected_lrs(cfg.optim, 2, 3), rel=1e-9)
     assert optimizer_updates(tmp_path / "run" / "checkpoint-3") == {6}
+    # each process's place in the data stream is in the checkpoint: resuming on one process says so and stops
+    with pytest.raises(ValueError, match="checkpoint-3 was written by 2 processes and this run has 1"):
+        GRPOTrainer(load_config(TrainConfig, tmp_path / "config.yaml", ["max_steps=4"]), resume=True)
 
 
 def test_lora_with_frozen_vision_and_checkpointing(tmp_path, tiny_models, synth_root):

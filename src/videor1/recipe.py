@@ -90,6 +90,32 @@ SHARDED_DIR = "sharded"  # a sharded run's model and optimizer shards, under a c
 SCHEDULER_FILE = "scheduler.pt"
 
 
+def check_launch(config: RecipeConfig, accelerator: Any) -> None:
+    """Refuse, in one line each, launches whose sharding cannot work: ZeRO-3, two shardings at once, fsdp2 alone."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        raise ValueError(
+            "DeepSpeed ZeRO-3 is not supported: its parameters are gathered inside DeepSpeed's engine, which the "
+            "sampler, the reference model and vLLM pushes do not go through. Shard with torch's FSDP2 instead: "
+            "distributed.sharding=fsdp2 and a plain launch (accelerate launch --num_processes N -m videor1.cli ...); "
+            "ZeRO-1 and ZeRO-2 work as they are"
+        )
+    if config.distributed.sharding == "none":
+        return
+    if plugin is not None or getattr(accelerator.state, "fsdp_plugin", None) is not None:
+        raise ValueError(
+            "distributed.sharding=fsdp2 shards the model itself, and this launch also asks accelerate for "
+            "DeepSpeed or FSDP: launch without --use_deepspeed / --use_fsdp (accelerate launch --num_processes N)"
+        )
+    if config.mixed_precision != "no":
+        raise ValueError(
+            f"mixed_precision={config.mixed_precision} is accelerate's autocast, which a model sharded by "
+            "distributed.sharding=fsdp2 does not get: set mixed_precision=no and distributed.param_dtype / "
+            "distributed.reduce_dtype (or load the model in that dtype with model.dtype)"
+        )
+    check_shardable(config, accelerator.num_processes)
+
+
 def check_shardable(config: RecipeConfig, num_processes: int) -> None:
     """Refuse, in one line, what `distributed.sharding=fsdp2` does not do yet."""
     if num_processes < 2:
@@ -135,8 +161,7 @@ class Recipe:
         self.scheduler: Any = None
         self.params: list[torch.nn.Parameter] = []
         self.sharded = config.distributed.sharding == "fsdp2"
-        if self.sharded:
-            check_shardable(config, self.accelerator.num_processes)
+        check_launch(config, self.accelerator)
 
     @property
     def is_main(self) -> bool:

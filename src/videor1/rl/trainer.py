@@ -127,7 +127,14 @@ class GRPOTrainer:
         )
         self.run.restore()
         if self.run.checkpoint is not None:
-            self.stream.load_state_dict(self.run.state["streams"][self.accelerator.process_index])
+            streams = self.run.state["streams"]
+            if len(streams) != self.accelerator.num_processes:
+                raise ValueError(
+                    f"{self.run.checkpoint.name} was written by {len(streams)} processes and this run has "
+                    f"{self.accelerator.num_processes}: resume it on {len(streams)} (each process's place in the data "
+                    "stream is saved); its model.safetensors can start a new run on any count"
+                )
+            self.stream.load_state_dict(streams[self.accelerator.process_index])
         self._shuffle_draws = 0  # shuffled-frame draws so far in this step
         self.rollouts = build_rollout_engine(
             config, lambda: self.policy, self.processor, eos_token_ids(model, self.processor.tokenizer), self.sampling,
