@@ -94,3 +94,31 @@ def test_fsdp2_tgrpo_equals_ddp_on_the_same_two_processes(tmp_path, tiny_models,
         assert [m[key] for m in ddp] == pytest.approx([m[key] for m in fsdp], rel=1e-4, abs=1e-7), key
     assert fsdp_ranks[0]["checksum"] == fsdp_ranks[1]["checksum"]
     assert ddp_ranks[0]["checksum"] == pytest.approx(fsdp_ranks[0]["checksum"], rel=1e-6)
+
+
+def test_a_sharded_run_killed_while_it_saves_resumes_exactly(tmp_path, tiny_models, synth_root):
+    """kill -9 of both processes as checkpoint-2 is being written: checkpoint-1 stays the newest complete one,
+    and the resumed run logs exactly the steps of a run that was never killed."""
+    from tests.launch import launch_and_kill
+    from tests.test_train import TOY_REWARD, config
+    from videor1.runlog import checkpoints
+
+    settings = ["max_steps=3", "save_every=1", f'rewards=[{{name: "{TOY_REWARD}"}}, {{name: accuracy}}]',
+                "distributed.sharding=fsdp2", "algorithm.kl_coef=0.04", "prompts_per_device=1"]
+    straight = config(tmp_path / "a", tiny_models(), synth_root, *settings)
+    save_config(straight, tmp_path / "a.yaml")
+    launch_two_cpu_processes("dist_check.py", "rl", tmp_path / "ra.json", tmp_path / "a.yaml", timeout=300)
+
+    killed = config(tmp_path / "b", tiny_models(), synth_root, *settings)
+    save_config(killed, tmp_path / "b.yaml")
+    run = tmp_path / "b" / "run"
+    launch_and_kill("dist_check.py", "rl", tmp_path / "rb.json", tmp_path / "b.yaml",
+                    when=lambda: (run / ".checkpoint-2.tmp").exists() or (run / "checkpoint-2").exists())
+    assert checkpoints(run)[-1].name in ("checkpoint-1", "checkpoint-2")  # never a half-written one
+    launch_two_cpu_processes("dist_check.py", "rl", tmp_path / "rb.json", tmp_path / "b.yaml", "resume", timeout=300)
+    a, b = metrics(tmp_path / "a" / "run"), metrics(run)
+    assert [m["step"] for m in b] == [1, 2, 3]
+    for key in ("reward/total", "loss/total", "optim/grad_norm", "rollout/length"):
+        assert [m[key] for m in a] == [m[key] for m in b], key
+    assert json.loads((tmp_path / "ra.json").read_text()) == json.loads((tmp_path / "rb.json").read_text())
+    assert not list(run.glob(".checkpoint-*.tmp"))
