@@ -122,3 +122,28 @@ def test_a_sharded_run_killed_while_it_saves_resumes_exactly(tmp_path, tiny_mode
         assert [m[key] for m in a] == [m[key] for m in b], key
     assert json.loads((tmp_path / "ra.json").read_text()) == json.loads((tmp_path / "rb.json").read_text())
     assert not list(run.glob(".checkpoint-*.tmp"))
+
+
+def test_fsdp2_sft_keeps_its_processes_in_step_when_a_micro_batch_fails_whole(tmp_path, tiny_models, synth_root):
+    """Batches of one sample: the corrupt video leaves one process's micro-batch empty; it still takes part in
+    the update (a zero-weight pass), the run finishes and the failure is counted and named."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    rows = json.loads((data / "train.json").read_text())
+    index = next(i for i, r in enumerate(rows) if r["data_type"] == "video" and i >= 2)  # not the first batch
+    bad = data / rows[index]["path"]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    steps = index // 2 + 2  # 2 processes x 1 sample a step, unshuffled: the corrupt row is in step index // 2 + 1
+    cfg = sft_config(tmp_path / "run", tiny_models(), data, f"max_steps={steps}", f"save_every={steps}",
+                     "batch_size=1", "data.shuffle=false", "distributed.sharding=fsdp2",
+                     "data.max_failure_fraction=0.5")
+    save_config(cfg, tmp_path / "c.yaml")
+    launch_two_cpu_processes("dist_check.py", "sft", tmp_path / "report.json", tmp_path / "c.yaml", timeout=300)
+    ranks = json.loads((tmp_path / "report.json").read_text())
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    lines = metrics(tmp_path / "run" / "sft")
+    assert len(lines) == steps and sum(m["data/skipped_media"] for m in lines) == 1
+    failures = [json.loads(line) for line in (tmp_path / "run" / "sft" / "failures.jsonl").read_text().splitlines()]
+    assert [f["path"] for f in failures] == [str(bad)]

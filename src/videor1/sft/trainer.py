@@ -55,6 +55,7 @@ class SFTTrainer:
         self.budget = FailureBudget(config.data.max_failure_fraction)
         self.budget.load_state_dict(self.run.state)
         self.processor, model, _ = self.run.load_model()
+        self._last_batch: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # (inputs, labels)
         self._setup_data()
         self.loss_module = self.run.prepare(
             AssistantLoss(model), num_updates=config.max_steps, micro_batch_size=config.batch_size
@@ -109,14 +110,31 @@ class SFTTrainer:
                     inputs = {key: v.to(device) for key, v in batch["inputs"].items() if torch.is_tensor(v)}
                     labels = inputs.pop("labels")
                     nll, count = self.loss_module(inputs, labels)
+                    self._last_batch = (inputs, labels)
                     loss = nll / tokens_per_micro
                     bag.add("loss/sft", float(nll.detach()), float(count))
                     bag.total("perf/tokens", float(inputs["attention_mask"].sum()))
-                else:
-                    # every sample of this micro-batch failed: a zero loss keeps all processes in step
-                    loss = sum(p.sum() for p in self.run.params) * 0.0
+                else:  # every sample of this micro-batch failed: a zero loss keeps all processes in step
+                    loss = self._zero_loss()
+                    bag.add("loss/sft", 0.0, 0)  # nothing to average, but every process reports every key
                 self.run.backward(loss)
         self.run.optimizer_step(bag)
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A loss of 0 with a backward like any other, for a micro-batch whose samples all failed to load.
+
+        Sharded, the backward must run every block's gradient reduce-scatter, as the other processes' does: so
+        the previous micro-batch goes through the model again with every label ignored. Unsharded, the
+        parameters times 0 give every gradient its (zero) share without a forward.
+        """
+        if not self.run.sharded:
+            return sum(p.sum() for p in self.run.params) * 0.0
+        if self._last_batch is None:
+            raise RuntimeError("every sample of this process's first micro-batch failed to load (see failures.jsonl): "
+                               "a sharded run needs one to keep its processes in step; check the data")
+        inputs, labels = self._last_batch
+        nll, _ = self.loss_module(inputs, torch.full_like(labels, IGNORE_INDEX))
+        return nll * 0.0
 
     def evaluate(self) -> dict[str, float]:
         """Greedy answers on the held-out file, written to eval.jsonl: accuracy and format rate by type."""
