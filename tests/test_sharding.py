@@ -147,3 +147,9 @@ def test_fsdp2_sft_keeps_its_processes_in_step_when_a_micro_batch_fails_whole(tm
     assert len(lines) == steps and sum(m["data/skipped_media"] for m in lines) == 1
     failures = [json.loads(line) for line in (tmp_path / "run" / "sft" / "failures.jsonl").read_text().splitlines()]
     assert [f["path"] for f in failures] == [str(bad)]
+
+
+def test_weights_pushed_from_a_sharded_policy_are_the_whole_model(tmp_path, tiny_models):
+    launch_two_cpu_processes("dist_weights.py", tiny_models(), tmp_path / "out.txt", timeout=300)
+    count, largest = map(int, (tmp_path / "out.txt").read_text().split())
+    assert count > 10 and largest > 0
