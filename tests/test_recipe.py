@@ -39,13 +39,15 @@ def test_failure_budget_is_judged_after_one_over_limit_attempts():
     assert (resumed.attempted, resumed.failed) == (4, 2)
 
 
-def _launch(zero_stage=None, fsdp=False, processes=2):
-    """An accelerator as check_launch reads it: its DeepSpeed / FSDP plugins and process count."""
+def _launch(zero_stage=None, fsdp=False, processes=2, device="cpu"):
+    """An accelerator as check_launch reads it: its DeepSpeed / FSDP plugins, process count and device."""
     from types import SimpleNamespace
+
+    import torch
 
     deepspeed = SimpleNamespace(zero_stage=zero_stage) if zero_stage is not None else None
     state = SimpleNamespace(deepspeed_plugin=deepspeed, fsdp_plugin=object() if fsdp else None)
-    return SimpleNamespace(state=state, num_processes=processes)
+    return SimpleNamespace(state=state, num_processes=processes, device=torch.device(device))
 
 
 @pytest.mark.parametrize(("overrides", "launch", "message"), [
@@ -55,6 +57,7 @@ def _launch(zero_stage=None, fsdp=False, processes=2):
     (["distributed.sharding=fsdp2", "mixed_precision=bf16"], _launch(), "distributed.param_dtype"),
     (["distributed.sharding=fsdp2"], _launch(processes=1), "this run has one"),
     (["distributed.sharding=fsdp2", "model.lora.enabled=true"], _launch(), "LoRA"),
+    (["distributed.sharding=fsdp2", "distributed.cpu_offload=true"], _launch(), "this run is on the CPU"),
 ])
 def test_launches_that_cannot_shard_stop_at_start_with_one_line(overrides, launch, message):
     from videor1.config import TrainConfig, load_config
@@ -71,3 +74,5 @@ def test_zero_1_and_2_and_plain_fsdp2_launches_pass():
 
     check_launch(load_config(TrainConfig, "configs/tgrpo_tiny.yaml"), _launch(zero_stage=2))
     check_launch(load_config(TrainConfig, "configs/tgrpo_tiny.yaml", ["distributed.sharding=fsdp2"]), _launch())
+    offload = ["distributed.sharding=fsdp2", "distributed.cpu_offload=true"]
+    check_launch(load_config(TrainConfig, "configs/tgrpo_tiny.yaml", offload), _launch(device="cuda"))

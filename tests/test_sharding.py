@@ -153,3 +153,16 @@ def test_weights_pushed_from_a_sharded_policy_are_the_whole_model(tmp_path, tiny
     launch_two_cpu_processes("dist_weights.py", tiny_models(), tmp_path / "out.txt", timeout=300)
     count, largest = map(int, (tmp_path / "out.txt").read_text().split())
     assert count > 10 and largest > 0
+
+
+@pytest.mark.parametrize("setting", ["distributed.param_dtype=bfloat16", "distributed.reshard_after_forward=false"])
+def test_fsdp2_sft_settings_train(tmp_path, tiny_models, synth_root, setting):
+    """FSDP2's mixed precision and kept-gathered settings run end to end and keep the processes identical."""
+    cfg = sft_config(tmp_path / "run", tiny_models(), synth_root, "max_steps=2", "save_every=2", "batch_size=1",
+                     "distributed.sharding=fsdp2", setting)
+    save_config(cfg, tmp_path / "c.yaml")
+    launch_two_cpu_processes("dist_check.py", "sft", tmp_path / "report.json", tmp_path / "c.yaml", timeout=300)
+    ranks = json.loads((tmp_path / "report.json").read_text())
+    assert all(r["changed"] for r in ranks) and ranks[0]["checksum"] == ranks[1]["checksum"]
+    lines = metrics(tmp_path / "run" / "sft")
+    assert all(m["loss/sft"] > 0 and m["optim/grad_norm"] > 0 for m in lines)

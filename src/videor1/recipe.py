@@ -113,6 +113,11 @@ def check_launch(config: RecipeConfig, accelerator: Any) -> None:
             "distributed.sharding=fsdp2 does not get: set mixed_precision=no and distributed.param_dtype / "
             "distributed.reduce_dtype (or load the model in that dtype with model.dtype)"
         )
+    if config.distributed.cpu_offload and accelerator.device.type == "cpu":
+        raise ValueError(
+            "distributed.cpu_offload keeps a GPU run's shards in CPU memory between uses; this run is on the CPU, "
+            "where they are already: set distributed.cpu_offload=false"
+        )
     check_shardable(config, accelerator.num_processes)
 
 
