@@ -56,7 +56,6 @@ def _launch(zero_stage=None, fsdp=False, processes=2, device="cpu"):
     (["distributed.sharding=fsdp2"], _launch(fsdp=True), "launch without --use_deepspeed / --use_fsdp"),
     (["distributed.sharding=fsdp2", "mixed_precision=bf16"], _launch(), "distributed.param_dtype"),
     (["distributed.sharding=fsdp2"], _launch(processes=1), "this run has one"),
-    (["distributed.sharding=fsdp2", "model.lora.enabled=true"], _launch(), "LoRA"),
     (["distributed.sharding=fsdp2", "distributed.cpu_offload=true"], _launch(), "this run is on the CPU"),
 ])
 def test_launches_that_cannot_shard_stop_at_start_with_one_line(overrides, launch, message):

@@ -67,33 +67,71 @@ def test_fsdp2_sft_resume_is_exact(tmp_path, tiny_models, synth_root):
     assert json.loads((tmp_path / "ra.json").read_text()) == json.loads((tmp_path / "rb2.json").read_text())
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_fsdp2_tgrpo_equals_ddp_on_the_same_two_processes(tmp_path, tiny_models, synth_root, family):
-    """T-GRPO on 2 processes, sharded and not: the same per-rank seeds sample the same rollouts (ordered and
-    shuffled groups, images and videos, completions of different lengths, dynamic sampling with its own rounds
-    on each rank, a sharded reference model for the KL), so losses, gradient norms and weights agree."""
+def tgrpo_on_two_processes(tmp_path, model, synth_root, *overrides):
+    """T-GRPO on 2 processes, DDP then FSDP2, from the same per-rank seeds: {sharding: (metrics, per-rank report)}."""
     from tests.test_train import TOY_REWARD, config
 
     runs = {}
     for sharding in ("none", "fsdp2"):
-        cfg = config(tmp_path / sharding, tiny_models(family), synth_root, "max_steps=3", "save_every=3",
+        cfg = config(tmp_path / sharding, model, synth_root, "max_steps=3", "save_every=3",
                      f'rewards=[{{name: "{TOY_REWARD}"}}, {{name: "tests.toy_rewards:varies_on_video_only"}}, '
                      '{name: accuracy}, {name: format}]', "algorithm.kl_coef=0.04", "generation.max_new_tokens=16",
                      "gradient_accumulation_steps=2", "algorithm.num_iterations=2", "prompts_per_device=2",
                      "algorithm.dynamic_sampling.enabled=true", "algorithm.dynamic_sampling.max_rounds=2",
-                     f"distributed.sharding={sharding}")
+                     f"distributed.sharding={sharding}", *overrides)
         save_config(cfg, tmp_path / f"{sharding}.yaml")
         launch_two_cpu_processes("dist_check.py", "rl", tmp_path / f"{sharding}.json", tmp_path / f"{sharding}.yaml",
                                  timeout=400)
         runs[sharding] = (metrics(tmp_path / sharding / "run"), json.loads((tmp_path / f"{sharding}.json").read_text()))
+    return runs
+
+
+def assert_same_training(runs):
+    """The same samples (so exactly equal rollouts and rewards), and losses, norms and weights within float noise."""
     (ddp, ddp_ranks), (fsdp, fsdp_ranks) = runs["none"], runs["fsdp2"]
     for key in ("reward/total", "rollout/length", "rollout/shuffled_length", "rollout/extra_rounds", "data/prompts"):
-        assert [m[key] for m in ddp] == [m[key] for m in fsdp], key  # the same samples, so exactly equal
+        assert [m[key] for m in ddp] == [m[key] for m in fsdp], key
     assert any(m["rollout/shuffled_length"] for m in fsdp) and any(m["rollout/extra_rounds"] for m in fsdp)
     for key in ("loss/total", "loss/kl", "optim/grad_norm"):
         assert [m[key] for m in ddp] == pytest.approx([m[key] for m in fsdp], rel=1e-4, abs=1e-7), key
     assert fsdp_ranks[0]["checksum"] == fsdp_ranks[1]["checksum"]
     assert ddp_ranks[0]["checksum"] == pytest.approx(fsdp_ranks[0]["checksum"], rel=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_fsdp2_tgrpo_equals_ddp_on_the_same_two_processes(tmp_path, tiny_models, synth_root, family):
+    """T-GRPO on 2 processes, sharded and not: the same per-rank seeds sample the same rollouts (ordered and
+    shuffled groups, images and videos, completions of different lengths, dynamic sampling with its own rounds
+    on each rank, a sharded reference model for the KL), so losses, gradient norms and weights agree."""
+    assert_same_training(tgrpo_on_two_processes(tmp_path, tiny_models(family), synth_root))
+
+
+def test_fsdp2_tgrpo_with_lora_equals_ddp_and_saves_the_merged_model(tmp_path, tiny_models, synth_root):
+    """LoRA on a sharded policy: the adapters start from rank 0's random init on every process (as DDP's do),
+    the reference is the base with the adapter disabled, and the checkpoint's merged model and adapter, gathered
+    from the shards, equal the DDP run's."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    runs = tgrpo_on_two_processes(tmp_path, tiny_models(), synth_root, "model.lora.enabled=true", "model.lora.r=4",
+                                  "model.lora.dropout=0.0", "optim.lr=0.02")
+    assert_same_training(runs)
+    ddp, fsdp = (tmp_path / name / "run" / "checkpoint-3" for name in ("none", "fsdp2"))
+    for name in ("adapter/adapter_model.safetensors", "model.safetensors"):
+        a, b = load_file(ddp / name), load_file(fsdp / name)
+        assert list(a) == list(b), name
+        for key in a:  # float noise in the reductions' order, through 3 Adam steps at lr 0.02: ~1e-6
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    adapter = load_file(fsdp / "adapter/adapter_model.safetensors")
+    assert any("lora_B" in key and tensor.abs().max() > 0 for key, tensor in adapter.items())  # it trained
+    merged = AutoModelForImageTextToText.from_pretrained(fsdp).eval()
+    with_adapter = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_models()),
+                                             fsdp / "adapter").eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(with_adapter(input_ids=ids).logits, merged(input_ids=ids).logits,
+                                   rtol=0, atol=1e-5)
 
 
 def test_a_sharded_run_killed_while_it_saves_resumes_exactly(tmp_path, tiny_models, synth_root):

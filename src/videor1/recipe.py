@@ -31,7 +31,7 @@ from accelerate.utils import set_seed
 
 from videor1.bootstrap import ensure_data, ensure_model
 from videor1.config import RecipeConfig
-from videor1.models.load import load_model, load_processor, prepare_for_training, set_torch_threads
+from videor1.models.load import load_model, load_processor, prepare_for_training, set_torch_threads, unwrap_peft
 from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
 from videor1.sharding import clip_grad_norm, full_state_dict, gathered, load_sharded, save_sharded, shard
 
@@ -122,17 +122,11 @@ def check_launch(config: RecipeConfig, accelerator: Any) -> None:
 
 
 def check_shardable(config: RecipeConfig, num_processes: int) -> None:
-    """Refuse, in one line, what `distributed.sharding=fsdp2` does not do yet."""
+    """Refuse, in one line, a sharded run on one process."""
     if num_processes < 2:
         raise ValueError(
             "distributed.sharding=fsdp2 shards over several processes, and this run has one: launch it with "
             "accelerate launch --num_processes N (or torchrun), or set distributed.sharding=none"
-        )
-    if config.model.lora.enabled:
-        raise ValueError(
-            "distributed.sharding=fsdp2 with model.lora.enabled is not supported yet (the adapter merge of "
-            "checkpoints and vLLM pushes needs the full weights): shard without LoRA, or use LoRA with "
-            "distributed.sharding=none (DDP)"
         )
 
 
@@ -290,7 +284,8 @@ class Recipe:
         recipe's own state; a sharded run adds its model and optimizer shards and the schedule."""
         weights, extra = None, None
         if self.sharded:
-            weights = full_state_dict(model)  # collective: the whole model on the main process
+            # collective: the whole model on the main process (a LoRA model's base, adapters included)
+            weights = full_state_dict(unwrap_peft(model))
 
             def extra(state_dir: Path) -> None:
                 save_sharded(state_dir / SHARDED_DIR, self.module, self.optimizer)

@@ -162,29 +162,38 @@ def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
 def save_pretrained_model(
     model: Any, processor: Any, path: Path, *, base_model: str | None = None, weights: dict[str, Any] | None = None
 ) -> None:
-    """Save a model loadable by the Auto classes; a LoRA model is merged into a copy, its adapter kept in adapter/.
+    """Save a model loadable by the Auto classes; a LoRA model's adapter merged in (W + scale·B·A streamed per
+    weight, no copy of the model), its adapter kept in adapter/.
 
-    `weights`: the full state dict to write instead of the model's own (a sharded model holds only its shards).
+    `weights`: the full state dict to write instead of the model's own (a sharded model holds only its shards);
+    for a LoRA model, its base model's (peft's names, adapters included).
     """
-    import copy
+    from videor1.models.load import unwrap_peft
+    from videor1.models.lora_weights import adapted_layers, adapter_state, merged_weights
 
-    to_save = model
-    if hasattr(model, "merge_and_unload"):
-        save_adapter(model, path / ADAPTER_DIR, base_model=base_model)
-        to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(path, **({"state_dict": weights} if weights is not None else {}))
+    base = unwrap_peft(model)
+    if base is not model:
+        state = weights if weights is not None else base.state_dict()
+        save_adapter(model, path / ADAPTER_DIR, base_model=base_model, weights=adapter_state(state))
+        weights = dict(merged_weights(state, adapted_layers(base)))
+    base.save_pretrained(path, **({"state_dict": weights} if weights is not None else {}))
     processor.save_pretrained(path)
 
 
-def save_adapter(model: Any, path: Path, *, base_model: str | None = None) -> None:
-    """peft's `save_pretrained` of the adapter, its adapter_config.json naming `base_model` (default: peft's guess)."""
+def save_adapter(model: Any, path: Path, *, base_model: str | None = None,
+                 weights: dict[str, Any] | None = None) -> None:
+    """peft's `save_pretrained` of the adapter, its adapter_config.json naming `base_model` (default: peft's guess).
+
+    `weights`: the adapter's tensors under the base model's names (`adapter_state`), for a sharded model."""
     configs = list(model.peft_config.values())
     guessed = [config.base_model_name_or_path for config in configs]
     if base_model is not None:
         for config in configs:
             config.base_model_name_or_path = model_reference(base_model)
+    # peft reads the state dict under the wrapper's names
+    state = None if weights is None else {f"base_model.model.{name}": tensor for name, tensor in weights.items()}
     try:
-        model.save_pretrained(str(path))
+        model.save_pretrained(str(path), **({"state_dict": state} if state is not None else {}))
     finally:
         for config, name in zip(configs, guessed, strict=True):
             config.base_model_name_or_path = name

@@ -51,6 +51,11 @@ def shard(root: nn.Module, model: nn.Module, settings: DistributedConfig, device
         "mesh": mesh, "reshard_after_forward": settings.reshard_after_forward, "mp_policy": precision,
         "offload_policy": CPUOffloadPolicy() if settings.cpu_offload else OffloadPolicy(),
     }
+    # DDP starts every process from rank 0's weights; so does a sharded run (a LoRA adapter's random init differs
+    # per process, seeded per rank): each process keeps its slice of rank 0's model
+    with torch.no_grad():
+        for tensor in [*root.parameters(), *root.buffers()]:
+            dist.broadcast(tensor.data, src=0)
     for block in decoder_blocks(model):
         fully_shard(block, **options)
     fully_shard(root, **options)

@@ -23,6 +23,11 @@ Vision placeholder tokens are suppressed with a -100 logit bias, as the HF path 
 
 Weights follow the policy in place (`load_weights`: vLLM's `reload_weights` through `collective_rpc`, then the
 prefix and encoder caches are reset, whose entries were computed with the old weights).
+
+Several processes (a DDP or FSDP2 launch): each builds its own engine after the trainer's process group exists;
+vLLM then joins that group, with a tensor-parallel group of one per process (each engine independent, as with
+vLLM's external launcher). vLLM's shutdown would destroy the trainer's default group with its own, so `close`
+takes down only vLLM's groups there (`_keeping_process_group`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import gc
 import os
 import types
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +113,8 @@ class VLLMEngine:
         _set_environment(self.settings)
         from vllm import LLM
 
+        # a trainer's group, made before the engine: vLLM joins it, and it must outlive the engine
+        self.joins_process_group = torch.distributed.is_available() and torch.distributed.is_initialized()
         kwargs: dict[str, Any] = {"enable_sleep_mode": True} if self.settings.enable_sleep_mode else {}
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = self.settings.gpu_memory_utilization
@@ -229,33 +237,57 @@ class VLLMEngine:
         """Shut the engine down and release its memory."""
         engine_core = getattr(self.llm.llm_engine, "engine_core", None)
         if engine_core is not None and hasattr(engine_core, "shutdown"):
-            engine_core.shutdown()
+            if self.joins_process_group:
+                with _keeping_process_group():
+                    engine_core.shutdown()
+            else:
+                engine_core.shutdown()
         del self.llm
         gc.collect()
 
 
+@contextmanager
+def _keeping_process_group() -> Iterator[None]:
+    """During vLLM's shutdown, destroy vLLM's own process groups but not torch's default one it joined."""
+    import vllm.v1.engine.core as core
+    from vllm.distributed import parallel_state
+
+    def own_groups_only(shutdown_ray: bool = False) -> None:
+        parallel_state.destroy_model_parallel()
+        if parallel_state._WORLD is not None:  # vLLM's world coordinator: its own subgroups of the default group
+            parallel_state._WORLD.destroy()
+            parallel_state._WORLD = None
+        gc.collect()
+
+    original = core.cleanup_dist_env_and_memory
+    core.cleanup_dist_env_and_memory = own_groups_only
+    try:
+        yield
+    finally:
+        core.cleanup_dist_env_and_memory = original
+
+
 def policy_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's full weights under HF names, one tensor at a time; LoRA adapters merged into a copy of each
-    adapted weight. A sharded (FSDP2) weight is gathered when its turn comes and dropped after: every process
-    must iterate it to the end, in the same order, and no second whole copy of the model is ever held."""
+    """The policy's full weights under HF names, one tensor at a time; a LoRA policy's merged (W + scale·B·A per
+    adapted weight, `videor1.models.lora_weights`). A sharded (FSDP2) weight is gathered when its turn comes and
+    dropped after: every process must iterate it to the end, in the same order, and no second whole copy of the
+    model is ever held."""
     from videor1.models.load import unwrap_peft
+    from videor1.models.lora_weights import adapted_layers, merged_weights
 
     base = unwrap_peft(model)
     if base is model:
         return (_whole(name, tensor) for name, tensor in model.state_dict().items())
-    model.merge_adapter()  # peft: adds B·A·scale into each base weight, undone below
-    try:
-        named = []
-        for name, tensor in base.state_dict().items():
-            if "lora_" in name:
-                continue
-            named.append((name.replace(".base_layer.", "."), tensor.detach().clone()))
-    finally:
-        model.unmerge_adapter()
-    return iter(named)
+    layers = adapted_layers(base)
+    return ((name, tensor.detach()) for name, tensor in merged_weights(base.state_dict(), layers, _full))
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a DTensor shard (a collective), the tensor otherwise."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if callable(full) else tensor
 
 
 def _whole(name: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor]:
-    """A weight as vLLM takes it: the full tensor of a DTensor shard (a collective), the tensor otherwise."""
-    full = getattr(tensor, "full_tensor", None)
-    return name, (full() if callable(full) else tensor).detach()
+    """A weight as vLLM takes it: whole and detached."""
+    return name, _full(tensor).detach()

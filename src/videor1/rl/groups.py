@@ -68,7 +68,9 @@ class Groups:
         return self.totals.shape[1]
 
     def select(self, groups: list[int]) -> Groups:
-        """The chosen groups, in that order."""
+        """The chosen groups, in that order (itself when that is all of them, in order: its inputs are kept)."""
+        if groups == list(range(len(self.items))):
+            return self
         return Groups(
             [self.items[g] for g in groups], [self.texts[g] for g in groups], None,
             select_completions(self.completions, groups, self.group_size), self.totals[groups],

@@ -137,7 +137,7 @@ class VLLMRollouts:
         return first, None if shuffled is None else self._group(shuffled, self.num_shuffled)
 
     def sync_weights(self, policy: Any) -> None:
-        """Push the policy's weights (LoRA merged into a copy) into the running engine."""
+        """Push the policy's weights (LoRA merged in, one weight at a time) into the running engine."""
         from videor1.models.vllm_engine import policy_weights
 
         self.engine.load_weights(policy_weights(policy))

@@ -290,8 +290,9 @@ class GRPOTrainer:
             informative = informative_groups(sampled.totals).tolist()
             bag.add("groups/informative", sum(informative), len(informative))
             bag.total("rollout/extra_rounds", len(rounds) - 1)
-            chosen = choose_groups(informative, size)
-            groups = sampled if chosen == list(range(size)) else sampled.select(chosen)
+            # exactly `size` groups: every process's micro-batch has the same shape (the step's advantages gather
+            # them), also when the extra rounds found nothing and the first round's groups are kept
+            groups = sampled.select(choose_groups(informative, size))
         else:
             groups = rounds[0]
         bag.total("data/prompts", size)
