@@ -171,8 +171,9 @@ def models_tiny(
     console.print(f"wrote a tiny {family} model to {path}")
 
 
-def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bool) -> None:
-    """Load a typed config with overrides and run the train or sft recipe; input errors end as one line (exit 2)."""
+def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bool, overwrite: bool) -> None:
+    """Load a typed config with overrides and run the train or sft recipe; input errors end as one line (exit 2),
+    a run stopped on its data or by a diverged loss as one line (exit 1)."""
     import os
     import sys
 
@@ -192,12 +193,13 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
     else:
         from videor1.sft.trainer import SFTTrainer as Recipe
     from videor1.distributed import abandon, shutdown
+    from videor1.recipe import TrainingDiverged
 
     try:
-        trainer = Recipe(cfg, resume=resume)  # type: ignore[arg-type]
+        trainer = Recipe(cfg, resume=resume, overwrite=overwrite)  # type: ignore[arg-type]
         final = trainer.train()
-    except TooManyFailures as exc:  # the run stopped on its data: exit 1, the failures named
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+    except (TooManyFailures, TrainingDiverged) as exc:  # the run stopped on its data or its loss: exit 1, named
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # paths may hold [..]
         abandon()
         raise typer.Exit(1) from exc
     except BaseException:
@@ -212,18 +214,25 @@ def _run_recipe(kind: str, config: Path, overrides: list[str] | None, resume: bo
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/tgrpo_tiny.yaml or configs/sft_tiny.yaml")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in output_dir")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="start again in an output_dir that holds another run: its checkpoints and logs are deleted"
+)]
 
 
 @app.command("train")
-def train(config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False) -> None:
+def train(
+    config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False
+) -> None:
     """Run GRPO or T-GRPO (algorithm.temporal) on a Video-R1-format dataset."""
-    _run_recipe("train", config, overrides, resume)
+    _run_recipe("train", config, overrides, resume, overwrite)
 
 
 @app.command("sft")
-def sft(config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False) -> None:
+def sft(
+    config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False
+) -> None:
     """Supervised fine-tuning on CoT data (process + solution) with assistant-only loss."""
-    _run_recipe("sft", config, overrides, resume)
+    _run_recipe("sft", config, overrides, resume, overwrite)
 
 
 @app.command("demo")

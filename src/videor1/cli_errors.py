@@ -1,13 +1,15 @@
 """Bad input ends a command with one line naming the file or key and exit code 2, never a Python traceback.
 
 Exit codes of every command: 0 done; 1 the command ran and found problems (`data validate`) or stopped on
-its data (a training run past its failure budget); 2 bad input: arguments, config, unreadable or empty
-files, a model path that does not exist. `videor1 --debug …` shows the traceback instead. Exceptions that
-are not about input (bugs) keep their traceback: hiding them would only make them harder to report.
+its data (a training run past its failure budget); 2 bad input: arguments, config, unreadable, empty or
+too deeply nested files, a path that is not a regular file, a model path that does not exist, a truncated
+or corrupt weights file. `videor1 --debug …` shows the traceback instead. Exceptions that are not about
+input (bugs) keep their traceback: hiding them would only make them harder to report.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -31,6 +33,10 @@ def input_error_message(exc: BaseException) -> str | None:
     from videor1.data.dataset import DatasetError
     from videor1.data.media import MediaError
 
+    # an exception of a module never imported cannot have been raised: skip importing torch to ask
+    checkpoint_error = _loaded_type("videor1.models.load", "CheckpointError")
+    safetensor_error = _loaded_type("safetensors", "SafetensorError")
+
     if isinstance(exc, ValidationError):
         return validation_message(exc, whole="value")
     if isinstance(exc, UnicodeDecodeError):
@@ -39,9 +45,19 @@ def input_error_message(exc: BaseException) -> str | None:
         if exc.filename is not None and exc.strerror:
             return f"{exc.filename}: {exc.strerror}"
         return str(exc) or type(exc).__name__
-    if isinstance(exc, (ValueError, DatasetError, MediaError, yaml.YAMLError)):
+    if isinstance(exc, (ValueError, DatasetError, MediaError, checkpoint_error, yaml.YAMLError)):
         return str(exc) or type(exc).__name__
+    if isinstance(exc, safetensor_error):
+        # a weights file read outside `load_model` (a LoRA adapter, say), which names no file: still not a bug
+        return f"truncated or corrupt safetensors file ({exc})"
     return None
+
+
+def _loaded_type(module: str, name: str) -> tuple[type, ...]:
+    """The exception class `module.name` when that module is imported, else no class (matches nothing)."""
+    loaded = sys.modules.get(module)
+    found = getattr(loaded, name, None)
+    return (found,) if isinstance(found, type) else ()
 
 
 class FriendlyGroup(TyperGroup):

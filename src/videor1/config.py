@@ -26,9 +26,10 @@ PIXEL_UNIT = 28 * 28
 
 
 class StrictModel(BaseModel):
-    """A config section: unknown keys and wrong types fail at load time with the key's name."""
+    """A config section: unknown keys, wrong types and non-finite numbers fail at load time with the key's name."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan pass every bound (inf > 0), so `gt=0` alone let optim.lr=inf through to a run of NaN losses
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # A folder of frames has no header to say its rate; MVBench's TVQA frames (frames_fps3_hq) are 3 fps.
@@ -202,8 +203,17 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
     """Load a YAML file into a typed config, apply dotted overrides; each error is one line naming the key and fix."""
     data: dict[str, Any] = {}
     if path is not None:
+        from videor1.data.dataset import DatasetError, open_regular_file
+
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            with open_regular_file(path) as file:  # a FIFO or a device is refused, never waited on
+                text = file.read().decode("utf-8")
+            loaded = yaml.safe_load(text)
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from exc
+        except RecursionError:
+            # PyYAML's parser recurses once per level: "[" * 200_000 is a config nobody wrote
+            raise ConfigError(f"{path}: YAML nested too deeply to be a config") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a YAML file") from exc
         except yaml.YAMLError as exc:

@@ -233,13 +233,14 @@ def run_demo(
     say("[3/7] evaluating the untrained model")
     stages = [evaluate("untrained", tiny, test, s, out)]
     say(f"[4/7] SFT cold start: {s.sft_steps} steps")
-    sft_model = str(SFTTrainer(sft_config(out, tiny, seed, s)).train())
+    # the demo rebuilds its data and model every time: a second demo into the same --out replaces its runs
+    sft_model = str(SFTTrainer(sft_config(out, tiny, seed, s), overwrite=True).train())
     stages.append(evaluate("SFT", sft_model, test, s, out))
     summaries = {}
     for step, (name, temporal) in enumerate((("T-GRPO", True), ("GRPO", False)), start=5):
         say(f"[{step}/7] {name} from the SFT model: {s.rl_steps} steps")
         run = rl_config(out, name.lower().replace("-", ""), sft_model, seed, temporal, s)
-        final = str(GRPOTrainer(run).train())
+        final = str(GRPOTrainer(run, overwrite=True).train())
         plot_run(run.output_dir)
         summaries[name] = rl_summary(run.output_dir)
         stages.append(evaluate(f"SFT+{name}", final, test, s, out))

@@ -3,7 +3,8 @@
 With `--merge` the LoRA adapter (a checkpoint's adapter/ folder, or a bare peft adapter folder) is loaded
 onto its base model (adapter_config.json's base_model_name_or_path, or `--base`) and merged into it. Without
 it the checkpoint's own model is written without the training state. OUT is written under a hidden temporary
-name and renamed once complete; an existing non-empty OUT is replaced only with `--force`.
+name and renamed once complete; an existing non-empty OUT is replaced only with `--force`, and never when it is,
+holds or lies inside what the export reads (the checkpoint, or a local base model): replacing it would delete that.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ def export_checkpoint(
     checkpoint, out = Path(checkpoint), Path(out)
     if not checkpoint.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(checkpoint))
-    if out.resolve() == checkpoint.resolve():
-        raise ValueError(f"{out}: OUT is CHECKPOINT itself; give another folder")
+    refuse_overlap(checkpoint, out, "CHECKPOINT")
     if out.is_file():
         raise FileExistsError(errno.EEXIST, "is a file; give a folder", str(out))
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -63,6 +63,8 @@ def export_checkpoint(
         if adapter is None:
             raise ValueError(f"{checkpoint}: no LoRA adapter (no {ADAPTER_DIR}/{ADAPTER_CONFIG}): nothing to merge")
         source = base or adapter_base(adapter)
+        if Path(source).is_dir():  # a local base: the export reads it as it reads the checkpoint
+            refuse_overlap(Path(source), out, "the base model")
         say(f"loading base model {source}")
         model = load_model(source, dtype=dtype)
         say(f"merging adapter {adapter}")
@@ -78,6 +80,19 @@ def export_checkpoint(
     write_pretrained(model, processor, out)
     say(f"wrote {out}")
     return out
+
+
+def refuse_overlap(source: Path, out: Path, name: str) -> None:
+    """Refuse, in one line, an OUT that is `source`, holds it or lies inside it: writing OUT (with --force, deleting
+    what is there first) would destroy what the export reads, or write into it."""
+    source_path, out_path = source.resolve(), out.resolve()
+    if out_path == source_path:
+        raise ValueError(f"{out}: OUT is {name} itself; give another folder")
+    if out_path in source_path.parents:
+        raise ValueError(f"{out}: OUT holds {name} ({source}), which replacing OUT would delete; give a folder "
+                         "outside it")
+    if source_path in out_path.parents:
+        raise ValueError(f"{out}: OUT lies inside {name} ({source}); give a folder outside it")
 
 
 def merge_adapter(model: Any, adapter: Path) -> Any:

@@ -15,25 +15,35 @@ One home for what multi-process runs get wrong when every recipe wires accelerat
   all processes) to batch-level statistics.
 - **Sharding.** With `distributed.sharding: fsdp2` the recipe shards the model itself (`videor1.sharding`)
   and steps, clips and checkpoints the optimizer without accelerate, which would wrap the model in DDP.
+- **Run folders.** The main process claims `output_dir` (`videor1.runlog.claim_output_dir`: a lock for the
+  run's life, no other run's results clobbered, a resume only with the settings its checkpoint was trained
+  with) and every process then stops alike on its verdict, rather than waiting at a collective for it.
+- **Divergence.** A non-finite gradient norm stops the run before the optimizer applies it, a non-finite loss
+  before the step is logged or checkpointed (`TrainingDiverged`); both are the same number on every process,
+  so all stop at the same point.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
+from pydantic import ValidationError
 
 from videor1.bootstrap import ensure_data, ensure_model
 from videor1.config import RecipeConfig
 from videor1.models.load import load_model, load_processor, prepare_for_training, set_torch_threads, unwrap_peft
-from videor1.runlog import RunLog, latest_checkpoint, save_checkpoint
+from videor1.runlog import RunLock, RunLog, claim_output_dir, latest_checkpoint, save_checkpoint
 from videor1.sharding import clip_grad_norm, full_state_dict, gathered, load_sharded, save_sharded, shard
+from videor1.trackers import flatten
 
 # the DeepSpeed keys our config decides, and the config key that decides each
 DEEPSPEED_KEYS = {
@@ -130,10 +140,65 @@ def check_shardable(config: RecipeConfig, num_processes: int) -> None:
         )
 
 
+# Settings a resumed run may change (a dotted key, or a section and everything under it): how far it trains, how
+# it records and saves, where its files are and how it uses the machine. Every other setting shapes the weights,
+# the optimizer state or the place in the data that the checkpoint holds, so it must match: a changed optim.lr,
+# say, would be silently replaced by the one in the checkpoint's optimizer state.
+RESUMABLE_SETTINGS = (
+    "output_dir", "max_steps", "save_every", "save_total_limit", "report_to", "log_rollouts", "eval", "torch_threads",
+    "data.media_root", "data.num_workers", "data.max_failure_fraction",
+    "model.attn_implementation", "model.gradient_checkpointing",
+    "distributed.reshard_after_forward", "distributed.cpu_offload",
+    "generation.vllm.gpu_memory_utilization", "generation.vllm.enforce_eager", "generation.vllm.max_model_len",
+    "generation.vllm.enable_sleep_mode", "generation.vllm.check_prompts",
+)
+
+
+def resumable(key: str) -> bool:
+    """Whether the dotted setting `key` may differ from the checkpoint's on --resume."""
+    return any(key == name or key.startswith(f"{name}.") for name in RESUMABLE_SETTINGS)
+
+
+def resume_conflicts(saved: dict[str, Any], config: RecipeConfig) -> list[str]:
+    """"key (checkpoint: a, now: b)" for each setting outside RESUMABLE_SETTINGS that differs from the saved config.
+
+    A key only one of the two configs has (written by another version of videor1) is not compared.
+    """
+    try:  # through the config class, so an older file's spellings and left-out defaults compare as resolved
+        saved = type(config).model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        pass
+    before, now = dict(flatten(saved)), dict(flatten(config.model_dump(mode="json")))
+    return [
+        f"{key} (checkpoint: {json.dumps(before[key])}, now: {json.dumps(now[key])})"
+        for key in before
+        if key in now and before[key] != now[key] and not resumable(key)
+    ]
+
+
+def check_resumable(checkpoint: Path, config: RecipeConfig) -> None:
+    """Refuse, in one line, to resume `checkpoint` with settings that cannot change on resume."""
+    saved_file = checkpoint / "config.yaml"
+    if not saved_file.is_file():
+        return  # nothing to compare with
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    conflicts = resume_conflicts(saved, config)
+    if conflicts:
+        raise ValueError(
+            f"--resume: {checkpoint} was trained with other settings, which a resumed run cannot change: "
+            f"{'; '.join(conflicts)}. Resume with the checkpoint's values, or start a new run in another output_dir "
+            f"(model.name_or_path={checkpoint} starts it from these weights)"
+        )
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm is not a finite number: the run stops without saving such weights."""
+
+
 class Recipe:
     """Accelerator, seeding, run dir and log, resume state, model preparation, optimisation and checkpoints."""
 
-    def __init__(self, config: RecipeConfig, *, resume: bool = False):
+    def __init__(self, config: RecipeConfig, *, resume: bool = False, overwrite: bool = False):
         self.cfg = config
         set_torch_threads(config.torch_threads)
         self.accelerator = Accelerator(
@@ -144,23 +209,53 @@ class Recipe:
         )
         set_seed(config.seed, device_specific=True)  # same init everywhere, different sampling per rank
         self.out = Path(config.output_dir)
-        with self.accelerator.main_process_first():
-            ensure_data(config.data)
-            ensure_model(config.model, config.data.train_file)
-        self.checkpoint = latest_checkpoint(self.out) if resume else None
-        if resume and self.checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
-        self.state: dict[str, Any] = (
-            json.loads((self.checkpoint / "trainer_state.json").read_text()) if self.checkpoint else {}
-        )
-        self.step: int = self.state.get("step", 0)
-        self.log = RunLog(self.out, enabled=self.is_main, report_to=config.report_to, resume_step=self.step)
-        self.log.save_config(config)
-        self.optimizer: Any = None
-        self.scheduler: Any = None
-        self.params: list[torch.nn.Parameter] = []
-        self.sharded = config.distributed.sharding == "fsdp2"
-        check_launch(config, self.accelerator)
+        self._lock = self._claim(resume=resume, overwrite=overwrite)
+        with self.closed_on_error():
+            with self.accelerator.main_process_first():
+                ensure_data(config.data)
+                ensure_model(config.model, config.data.train_file)
+            self.checkpoint = latest_checkpoint(self.out) if resume else None
+            self.state: dict[str, Any] = (
+                json.loads((self.checkpoint / "trainer_state.json").read_text()) if self.checkpoint else {}
+            )
+            self.step: int = self.state.get("step", 0)
+            self.log = RunLog(self.out, enabled=self.is_main, report_to=config.report_to, resume_step=self.step)
+            if self._lock is not None and self._lock.unsupported:
+                self.log.info(f"run folder not locked: {self._lock.unsupported}")
+            self.log.save_config(config)
+            self.optimizer: Any = None
+            self.scheduler: Any = None
+            self.params: list[torch.nn.Parameter] = []
+            self.sharded = config.distributed.sharding == "fsdp2"
+            check_launch(config, self.accelerator)
+
+    def _claim(self, *, resume: bool, overwrite: bool) -> RunLock | None:
+        """The main process's lock on output_dir (`claim_output_dir`), its resume settings checked; a refusal is
+        raised on every process, so none waits at a collective for a main process that has stopped."""
+        lock, refusal = None, None
+        if self.is_main:
+            try:
+                lock = claim_output_dir(self.out, resume=resume, overwrite=overwrite)
+                if resume:
+                    check_resumable(latest_checkpoint(self.out), self.cfg)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - handed to every process and raised there
+                refusal = exc
+                if lock is not None:
+                    lock.release()
+        refusal = broadcast_object_list([refusal])[0]
+        if refusal is not None:
+            raise refusal
+        return lock
+
+    @contextmanager
+    def closed_on_error(self) -> Iterator[None]:
+        """Close the run (its log, trackers and lock) when what runs inside fails, so that this process can start
+        another run in the folder; the exception goes on."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def is_main(self) -> bool:
@@ -261,7 +356,11 @@ class Recipe:
         else:
             grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
         if grad_norm is not None:  # DeepSpeed clips inside its own step and reports no norm before it
-            bag.add("optim/grad_norm", float(grad_norm))
+            norm = float(grad_norm)  # the same on every process: gradients are reduced before they are clipped
+            # under fp16 an overflow is expected: the loss scaler skips that update and lowers its scale
+            if not math.isfinite(norm) and self.accelerator.scaler is None:
+                raise self.diverged(self.step + 1, "gradient norm", norm)
+            bag.add("optim/grad_norm", norm)
         bag.add("optim/lr", self.scheduler.get_last_lr()[0])
         self.optimizer.step()
         skipped = not self.sharded and self.accelerator.optimizer_step_was_skipped
@@ -277,6 +376,23 @@ class Recipe:
     def gather_rows(self, values: torch.Tensor) -> tuple[torch.Tensor, slice]:
         """Every process's rows of an equally shaped tensor, in rank order, and the slice that is this process's."""
         return gather_rows(self.accelerator, values)
+
+    # ---- divergence ----------------------------------------------------------------------------------------
+    def check_loss(self, step: int, metrics: dict[str, float | None], key: str) -> None:
+        """Stop before step `step` is logged or checkpointed when its loss (`metrics[key]`, reduced over every
+        process, so the same everywhere) is not finite."""
+        value = metrics.get(key)
+        if value is not None and not math.isfinite(value):
+            raise self.diverged(step, f"loss ({key})", value)
+
+    def diverged(self, step: int, what: str, value: float) -> TrainingDiverged:
+        """The one-line error (also in train.log) of a run stopped at `step` on a non-finite `what`."""
+        newest = latest_checkpoint(self.out)
+        kept = f"the newest checkpoint is {newest}" if newest else "no checkpoint was saved"
+        message = (f"step {step}: the {what} is {value}, not a finite number; stopped before saving a checkpoint of "
+                   f"it ({kept}): lower optim.lr or check the data")
+        self.log.info(message)
+        return TrainingDiverged(message)
 
     # ---- checkpoints, progress, end of run -----------------------------------------------------------------
     def save_checkpoint(self, model: Any, processor: Any, state: dict[str, Any]) -> Path:
@@ -316,6 +432,11 @@ class Recipe:
             yield update
 
     def close(self) -> None:
-        """Close the run's log. The process group outlives the run: whoever started the processes ends it
-        (`videor1.distributed.shutdown`, called by the CLI), so a caller may still gather results after `train`."""
-        self.log.close()
+        """Close the run's log and release its folder; a second call does nothing. The process group outlives the
+        run: whoever started the processes ends it (`videor1.distributed.shutdown`, called by the CLI), so a caller
+        may still gather results after `train`."""
+        log = getattr(self, "log", None)  # absent when setup failed before the log was opened
+        if log is not None:
+            log.close()
+        if self._lock is not None:
+            self._lock.release()

@@ -5,11 +5,17 @@ model and processor loadable by `AutoModelForImageTextToText.from_pretrained`, p
 (optimizer, scheduler, RNG) and the trainer's own state (step, data position) needed for an exact resume;
 a LoRA run's checkpoints hold the merged model there and the peft adapter under `adapter/`.
 A checkpoint is written under a hidden name and renamed once complete, and a resume cuts metrics.jsonl and
-rollouts.jsonl back through a temporary file and a rename, so a kill never leaves either half written.
+rollouts.jsonl back through a temporary file and a rename, so a kill never leaves either half written; a
+checkpoint that cannot be written (a full disk) leaves nothing behind and the previous one intact.
+
+A run folder belongs to one run at a time: a run locks it for its life (`RunLock`), and a new run (neither
+resumed nor told to overwrite) refuses a folder that holds anything but what a run writes before its first step
+(`claim_output_dir`), so a second run can never rotate away, truncate or interleave the first one's files.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,6 +33,16 @@ from videor1.trackers import Tracker, check_available, open_trackers
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 ADAPTER_DIR = "adapter"  # a LoRA checkpoint's peft adapter, beside the merged model
+LOCK_FILE = ".videor1.lock"  # flock'ed by the run using the folder; holds its PID
+# what a run writes before its first step: a folder holding only these, and no metrics line, has no results to lose
+# (a run that stopped at start, say on a bad data file, can simply be started again in it)
+START_FILES = frozenset({
+    "config.yaml", "train.log", "failures.jsonl", "eval.jsonl", "trackers.json", "tensorboard", "wandb", "mlruns",
+    "metrics.jsonl", "rollouts.jsonl", LOCK_FILE,
+})
+# what `--overwrite` deletes: a run's own records; wandb/ and mlruns/ are tracker stores that keep runs by id
+RUN_FILES = ("config.yaml", "train.log", "failures.jsonl", "eval.jsonl", "trackers.json", "metrics.jsonl",
+             "rollouts.jsonl", "tensorboard", "plots")
 
 
 class RunLog:
@@ -101,6 +117,111 @@ class RunLog:
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
+
+
+class RunLock:
+    """An exclusive, non-blocking flock on the run folder's lock file, held until `release` or the process ends.
+
+    The OS drops a flock when its process dies, so a crashed or killed run never leaves its folder locked. On a
+    filesystem without locks the run goes on unlocked, `unsupported` saying why (the recipe logs it).
+    """
+
+    def __init__(self, folder: Path):
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / LOCK_FILE
+        self.unsupported: str | None = None
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(self._fd)
+            self.release()
+            raise ValueError(
+                f"output_dir {folder} is in use by another run{holder}: wait for it to end, or give this run "
+                "another output_dir"
+            ) from None
+        except OSError as exc:
+            self.release()
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            self.unsupported = f"{path}: {exc.strerror}; two runs started in {folder} at once would mix their files"
+            return
+        except BaseException:
+            self.release()
+            raise
+        # who holds it, for the message of the next run that tries
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        """Unlock (closing the file releases the flock); a second call does nothing."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """" (PID n)" from the lock file, or "" while the holder has not written it yet."""
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return f" (PID {text})" if text.isdigit() else ""
+
+
+def run_results(folder: Path) -> list[str]:
+    """Entries of `folder` that a new run would clobber: anything but what a run writes before its first step."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name not in START_FILES:
+            found.append(entry.name)
+        elif entry.name in ("metrics.jsonl", "rollouts.jsonl") and entry.is_file() and entry.stat().st_size:
+            found.append(entry.name)  # a step was logged: the run got somewhere
+    return found
+
+
+def clear_run(folder: Path) -> None:
+    """Delete a previous run's checkpoints (complete or half written) and records; other files stay."""
+    for path in folder.glob("checkpoint-*"):
+        if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
+            shutil.rmtree(path)
+    for path in folder.glob(".checkpoint-*.tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+    for name in RUN_FILES:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def claim_output_dir(folder: Path, *, resume: bool, overwrite: bool) -> RunLock:
+    """Lock `folder` for a run; refuse, in one line, a folder holding another run's results unless resuming or
+    overwriting (which first deletes them: `clear_run`), and a resume with no checkpoint to resume from."""
+    if resume and overwrite:
+        raise ValueError(f"--resume continues the run in {folder} and --overwrite replaces it: pass one of them")
+    # a folder a run has used: whether a run is in it now is the first thing to say
+    lock = RunLock(folder) if (folder / LOCK_FILE).is_file() else None
+    try:
+        results = run_results(folder)
+        if results and not (resume or overwrite):
+            shown = ", ".join(results[:3]) + (f" and {len(results) - 3} more" if len(results) > 3 else "")
+            raise ValueError(
+                f"output_dir {folder} is not empty ({shown}): pass --resume to continue the run in it, or "
+                "--overwrite to start again there (its checkpoints and logs are deleted first), or give another "
+                "output_dir"
+            )
+        if resume and latest_checkpoint(folder) is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {folder}")
+        lock = lock or RunLock(folder)
+        if overwrite:
+            clear_run(folder)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
 
 
 def truncate_after_step(path: Path, step: int) -> None:
@@ -219,26 +340,88 @@ def save_checkpoint(
     Every process must call it (the accelerate state is sharded under FSDP/ZeRO); only the main process
     writes the model, the config and `trainer_state.json`, then deletes checkpoints beyond `keep`. All of it
     goes to a hidden sibling folder renamed to `path` once complete, so a kill never leaves half a `path`.
+    A write that fails on any process (a full disk: `CheckpointDiskFull`) fails the save on every process, with
+    the hidden folder deleted and the previous checkpoints as they were.
     """
     tmp = checkpoint_tmp(path)
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+    if main:
         for stale in path.parent.glob(".checkpoint-*.tmp"):  # left by a run killed while saving
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp / "state"))
-    if save_extra is not None:
-        save_extra(tmp / "state")
-    if accelerator.is_main_process:
-        save_pretrained_model(model, processor, tmp, base_model=base_model, weights=weights)
-        shutil.copy(config_file, tmp / "config.yaml")
-        # written last: a checkpoint counts as complete only once this file exists
-        write_json(tmp / "trainer_state.json", state)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        publish_checkpoint(tmp, path)
-        rotate_checkpoints(path.parent, keep)
-    accelerator.wait_for_everyone()
+    failure = None
+    try:
+        accelerator.save_state(str(tmp / "state"))
+        if save_extra is not None:
+            save_extra(tmp / "state")
+        if main:
+            save_pretrained_model(model, processor, tmp, base_model=base_model, weights=weights)
+            shutil.copy(config_file, tmp / "config.yaml")
+            # written last: a checkpoint counts as complete only once this file exists
+            write_json(tmp / "trainer_state.json", state)
+    except Exception as exc:  # noqa: BLE001 - every process must hear of it before anyone raises (below)
+        failure = exc
+    _raise_if_any_failed(accelerator, failure, path, tmp)
+    if main:
+        try:
+            publish_checkpoint(tmp, path)
+            rotate_checkpoints(path.parent, keep)
+        except Exception as exc:  # noqa: BLE001 - as above
+            failure = exc
+    _raise_if_any_failed(accelerator, failure, path, tmp)
     return path
+
+
+class CheckpointDiskFull(OSError):
+    """The disk filled while a checkpoint was written; nothing of it was kept."""
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) says the disk is full: an ENOSPC OSError, or torch's or safetensors'
+    own wording of one (torch.save reports a full disk as "[enforce fail at inline_container.cc] ... file write
+    failed", without the errno)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if any(text in str(exc) for text in ("No space left on device", "file write failed")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _raise_if_any_failed(accelerator: Any, failure: Exception | None, path: Path, tmp: Path) -> None:
+    """A barrier that also tells every process whether any write failed (and whether for lack of space); then
+    each raises, the main process having deleted the half-written `tmp`."""
+    failed, full = _count_everywhere(accelerator, [failure is not None, disk_full(failure)])
+    if not failed:
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if full:
+        newest = latest_checkpoint(path.parent)
+        kept = f"the newest checkpoint, {newest.name}, is intact" if newest else "no earlier checkpoint"
+        raise CheckpointDiskFull(
+            errno.ENOSPC, f"no space left on device while writing it, so it was not kept ({kept}): free some "
+            "space and continue with --resume", str(path),
+        ) from failure
+    if failure is not None:
+        raise failure
+    raise RuntimeError(f"{path}: another process failed to write its part of the checkpoint (its error is above)")
+
+
+def _count_everywhere(accelerator: Any, flags: list[bool]) -> list[int]:
+    """How many processes raised each flag, summed over the process group (this process's alone without one)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        accelerator.wait_for_everyone()  # one process, or threads standing for processes in a test
+        return [int(flag) for flag in flags]
+    counts = torch.tensor([int(flag) for flag in flags], dtype=torch.int64, device=accelerator.device)
+    dist.all_reduce(counts)  # in place of a barrier: every process reaches it, failed or not
+    return [int(count) for count in counts.tolist()]
 
 
 def checkpoint_tmp(path: Path) -> Path:

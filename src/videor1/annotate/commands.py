@@ -96,7 +96,7 @@ def build_teacher(cfg: AnnotateConfig) -> Teacher:
 
         client = ChatClient(
             cfg.endpoint, cfg.teacher_name or "", api_key=cfg.api_key, timeout_s=cfg.request_timeout_s,
-            max_retries=cfg.max_retries, backoff_s=cfg.retry_backoff_s,
+            max_retries=cfg.max_retries, backoff_s=cfg.retry_backoff_s, max_reply_bytes=cfg.max_reply_bytes,
         )
         return HTTPTeacher(client, params, samples_per_question=cfg.samples_per_question,
                            concurrency=cfg.concurrency, media_as=cfg.media_as, system_prompt=cfg.system_prompt)
@@ -174,6 +174,7 @@ def annotate(
     tokenizer: Annotated[str | None, _opt("tokenizer", _FILTER)] = None,
     concurrency: Annotated[int | None, _opt("concurrency", _HTTP)] = None,
     request_timeout_s: Annotated[float | None, _opt("request_timeout_s", _HTTP)] = None,
+    max_reply_bytes: Annotated[int | None, _opt("max_reply_bytes", _HTTP)] = None,
     max_retries: Annotated[int | None, _opt("max_retries", _HTTP)] = None,
     retry_backoff_s: Annotated[float | None, _opt("retry_backoff_s", _HTTP)] = None,
     media_as: Annotated[str | None, _opt("media_as", _HTTP)] = None,

@@ -31,6 +31,7 @@ class AnnotateConfig(StrictModel):
     system_prompt: str | None = Field(None, description="system message for the teacher (none: the model's default)")
     concurrency: int = Field(8, ge=1, description="questions in flight at once with --endpoint")
     request_timeout_s: float = Field(600.0, gt=0, description="seconds before one endpoint request counts as failed")
+    max_reply_bytes: int = Field(16 * 2**20, ge=1, description="largest endpoint reply read, in bytes (more: it fails)")
     max_retries: int = Field(2, ge=0, description="retries of a transient endpoint error within a run")
     retry_backoff_s: float = Field(1.0, ge=0, description="first wait before a retry; doubles each time")
     media_as: Literal["data-url", "file-url"] = Field(

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from videor1.annotate.client import ChatClient, PermanentError, TransientError
 from videor1.config import MediaConfig
+from videor1.data.dataset import DatasetError, open_regular_file
 from videor1.data.media import MediaError
 from videor1.data.prompts import user_prompt
 from videor1.data.schema import Sample
@@ -46,7 +47,11 @@ class Teacher(Protocol):
 
 
 def media_url(sample: Sample, media_as: Literal["data-url", "file-url"]) -> str:
-    """The sample's media as a base64 data URL or a file:// URL; OSError when the file cannot be read."""
+    """The sample's media as a base64 data URL or a file:// URL.
+
+    OSError when the file cannot be read, DatasetError when it is not a regular file (a FIFO would block
+    the request's thread for ever).
+    """
     if sample.media_path.is_dir():
         # an OpenAI-style request carries one file per video part; a frame folder has no such file
         raise IsADirectoryError(f"{sample.media_path}: a folder of frames; a teacher takes a video file")
@@ -55,7 +60,9 @@ def media_url(sample: Sample, media_as: Literal["data-url", "file-url"]) -> str:
             raise FileNotFoundError(f"{sample.media_path}: missing file")
         return sample.media_path.resolve().as_uri()
     mime = mimetypes.guess_type(sample.media_path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64," + base64.b64encode(sample.media_path.read_bytes()).decode("ascii")
+    with open_regular_file(sample.media_path) as file:
+        data = file.read()
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def teacher_messages(sample: Sample, url: str, *, system_prompt: str | None = None) -> list[dict[str, Any]]:
@@ -121,6 +128,8 @@ class HTTPTeacher:
             url = media_url(sample, self.media_as)
         except OSError as exc:
             return TeacherResult(sample, error=f"{sample.media_path}: {exc}", kind="media", permanent=True)
+        except DatasetError as exc:  # its message names the file already
+            return TeacherResult(sample, error=str(exc), kind="media", permanent=True)
         messages = teacher_messages(sample, url, system_prompt=self.system_prompt)
         try:
             outputs = [self.client.complete(messages, self.params) for _ in range(self.samples_per_question)]

@@ -3,22 +3,109 @@
 Loading never drops a row silently: each bad row becomes a `Problem` in `LoadedDataset.problems`, and the
 caller decides whether to stop (validation, evaluation) or to go on with the good rows and report the
 count (training).
+
+Every file a user names is read through `open_regular_file` and every JSON text parsed with `loads_json`:
+a FIFO or a device is refused before it is read (reading one waits for a writer, or never ends), and JSON
+nested deeper than `MAX_JSON_DEPTH` is refused while parsing rather than ending in a RecursionError here or
+in whatever later walks the row (json.dumps, copy.deepcopy).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from videor1.data.schema import Problem, Sample, media_field, parse_row, resolve_media_path, row_problems
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in a user's JSON; Video-R1 rows need 3 (list, row, options)."""
+
+# opening a FIFO for reading blocks until a writer opens it; O_NONBLOCK returns at once so the check can run
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+)
 
 
 class DatasetError(Exception):
     """A dataset file that cannot be read at all (missing, not JSON, wrong top-level shape)."""
+
+
+class JSONDepthError(ValueError):
+    """JSON nested deeper than `MAX_JSON_DEPTH` levels."""
+
+
+def _require_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+        raise DatasetError(f"{path}: not a regular file ({kind})")
+
+
+def open_regular_file(path: str | Path) -> IO[bytes]:
+    """`path` opened for binary reading; DatasetError when it is not a regular file (a FIFO, a device, a folder).
+
+    The path is checked before it is opened, then the opened descriptor again: a path swapped for a FIFO in
+    between is refused too, and the non-blocking open cannot wait for a writer.
+    """
+    path = Path(path)
+    _require_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    try:
+        _require_regular(path, os.fstat(fd).st_mode)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _too_deep(value: dict | list, limit: int) -> bool:
+    """True when arrays and objects nest deeper than `limit`; level by level, so any depth is safe to check."""
+    level = [value]  # the containers at depth 1, then 2, …
+    for _ in range(limit):
+        level = [
+            child for item in level for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
+
+
+def loads_json(text: str | bytes) -> Any:
+    """json.loads for user input: JSONDecodeError when not JSON, JSONDepthError when nested too deep.
+
+    The C parser recurses once per level and stops with a RecursionError near Python's recursion limit;
+    a value just under that limit parses but breaks the first recursive walk over it, so the depth is
+    bounded well below.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise JSONDepthError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if isinstance(value, (dict, list)) and _too_deep(value, MAX_JSON_DEPTH):
+        raise JSONDepthError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value of a user's file; DatasetError naming the file for anything `loads_json` or the file refuses."""
+    with open_regular_file(path) as file:
+        data = file.read()
+    try:
+        return loads_json(data.decode("utf-8"))
+    except JSONDepthError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -37,10 +124,7 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
+    data = read_json(path)
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
     yield from enumerate(data, start=1)
@@ -49,26 +133,31 @@ def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     # Rows are numbered by line so that "row N" is the line an editor shows; lines are read as bytes so a
     # line that is not UTF-8 is that row's problem, not the end of the file
-    with path.open("rb") as lines:
+    with open_regular_file(path) as lines:
         for number, raw in enumerate(lines, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield number, _Unparsable(f"not UTF-8 text (byte {exc.start} of the line)")
+                yield number, _Unparsable(f"not valid JSON: not UTF-8 text (byte {exc.start} of the line)")
                 continue
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
+                yield number, loads_json(line)
+            except JSONDepthError as exc:
                 yield number, _Unparsable(str(exc))
+            except json.JSONDecodeError as exc:
+                yield number, _Unparsable(f"not valid JSON: {exc}")
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        with open_regular_file(path) as file:
+            table = pq.read_table(file)
+    except DatasetError:
+        raise
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DatasetError(f"{path}: not a readable parquet file: {exc}") from exc
     yield from enumerate(table.to_pylist(), start=1)
@@ -89,6 +178,8 @@ def _iter_hf_dataset(path: Path) -> Iterator[tuple[int, Any]]:
 
 @dataclass(frozen=True)
 class _Unparsable:
+    """A JSONL line that is no JSON value; `error` is the row's whole reason."""
+
     error: str
 
 
@@ -126,7 +217,7 @@ def load_dataset(
     for number, row in iter_rows(path):
         loaded.num_rows += 1
         if isinstance(row, _Unparsable):
-            loaded.problems.append(Problem(str(path), number, "row", f"not valid JSON: {row.error}"))
+            loaded.problems.append(Problem(str(path), number, "row", row.error))
             loaded.rejected[number] = None
             continue
         found = row_problems(row, require_process=require_process, benchmark=benchmark)

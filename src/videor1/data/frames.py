@@ -13,7 +13,8 @@ A folder has no header, so its frame rate must come from the caller (the benchma
 frames reads 16 files. Frames are decoded as `load_image` decodes images (`open_rgb`: an allowed format
 by content, its header size checked against `max_decode_pixels` before decoding, EXIF-transposed,
 transparent pixels onto white) and all resized to the size `smart_resize` gives the first sampled frame, as
-MVBench's reference loaders do, even where a later frame has a different size.
+MVBench's reference loaders do, even where a later frame has a different size. `DecodeLimits` apply as to
+a video file: the clock and the cancel callback are checked before each frame (a frame reads no packets).
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videor1.data.media import DecodedVideo, MediaError, load_video, open_rgb, resize_frames, sampled_frames
+from videor1.data.media import (
+    DecodedVideo,
+    DecodeLimits,
+    DecodeMeter,
+    MediaError,
+    load_video,
+    open_rgb,
+    resize_frames,
+    sampled_frames,
+)
 from videor1.data.sampling import FrameSampling, PixelBudget, smart_resize
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -47,21 +57,27 @@ def frame_files(folder: str | Path) -> list[Path]:
         raise MediaError(folder, "missing folder")
     if not folder.is_dir():
         raise MediaError(folder, "not a folder")
-    files = [
-        p
-        for p in folder.iterdir()
-        # dot-files are skipped too: macOS archives carry "._00001.jpg" resource forks that are not images
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    ]
+    try:
+        files = [
+            p
+            for p in folder.iterdir()
+            # dot-files are skipped too: macOS archives carry "._00001.jpg" resource forks that are not images
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        ]
+    except OSError as e:  # a folder we may not list is a bad sample like an unreadable file, not a crash
+        raise MediaError(folder, f"unreadable folder: {e.strerror or e}") from e
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def load_frame_folder(folder: str | Path, sampling: FrameSampling, budget: PixelBudget, *, fps: float) -> DecodedVideo:
+def load_frame_folder(
+    folder: str | Path, sampling: FrameSampling, budget: PixelBudget, *, fps: float, limits: DecodeLimits | None = None
+) -> DecodedVideo:
     """Sample and decode frames of an image folder as a video at `fps`; raises MediaError on any failure."""
     if not (fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be positive and finite, got {fps}")
     fps = float(fps)
     folder = Path(folder)
+    meter = DecodeMeter(folder, limits)
     files = frame_files(folder)
     if not files:
         raise MediaError(folder, f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in the folder")
@@ -72,6 +88,7 @@ def load_frame_folder(folder: str | Path, sampling: FrameSampling, budget: Pixel
     decoded: dict[int, torch.Tensor] = {}
     for index in sorted(set(indices)):
         path = files[index]
+        meter.check()  # DecodeCancelled / DecodeBudgetExceeded name the folder
         try:
             # every sampled frame's header is checked: frames of one folder need not share a size
             image = open_rgb(path, budget.max_decode_pixels)
@@ -101,8 +118,15 @@ def load_frame_folder(folder: str | Path, sampling: FrameSampling, budget: Pixel
     )
 
 
-def load_clip(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *, frame_fps: float) -> DecodedVideo:
+def load_clip(
+    path: str | Path,
+    sampling: FrameSampling,
+    budget: PixelBudget,
+    *,
+    frame_fps: float,
+    limits: DecodeLimits | None = None,
+) -> DecodedVideo:
     """A video file with `load_video`, or a folder of frames with `load_frame_folder` at `frame_fps`."""
     if Path(path).is_dir():
-        return load_frame_folder(path, sampling, budget, fps=frame_fps)
-    return load_video(path, sampling, budget)
+        return load_frame_folder(path, sampling, budget, fps=frame_fps, limits=limits)
+    return load_video(path, sampling, budget, limits=limits)

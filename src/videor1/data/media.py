@@ -12,8 +12,11 @@ Deviations from qwen-vl-utils, on purpose:
   where decord would take the i-th frame in decode order.
 - A clip is checked only as far as the sampled frames need: a file cut after the sampling window
   still loads, with the right frames; one cut before a sampled frame raises.
-- Every failure raises `MediaError` (missing, unreadable, truncated, too short): the original
-  Video-R1 substituted a fixed file on a decode error and trained on the wrong question/answer pair.
+- Every failure raises `MediaError` naming the file (missing, unreadable, truncated, too short), whatever
+  PyAV or PIL raised (FFmpeg errors, but also a binding's AttributeError on an unknown codec): the
+  original Video-R1 substituted a fixed file on a decode error and trained on the wrong question/answer
+  pair. Only MemoryError and interrupts pass through. Metadata tags that are not UTF-8 (Latin-1 in old
+  camera files) are not a failure: no tag is read, so their bytes are replaced and the video decodes.
 - Frames and images are resized once, here, with one filter: torch's uint8 bicubic with antialias
   (qwen-vl-utils uses torchvision bicubic for video and PIL bicubic for images; both are within a few
   levels of it). Pixels stay uint8; the processor rescales and normalises.
@@ -30,13 +33,19 @@ Opening is guarded, because media paths and bytes come from datasets and from th
   is decoded (`MediaTooLarge`): a frame or image over the limit, or a video whose frames hold more
   than `VIDEO_FRAMES_AT_LIMIT` times it; FFmpeg's decoders get the same per-frame limit, so a stream
   whose frames are larger than its header says is refused too.
+- Decoding work is bounded when the caller asks (`DecodeLimits`, the server does): packets read and
+  seconds spent per file, and a `cancelled` callback polled as it goes, so a small file of 100,000 empty
+  P-frames, or a request whose client has left, cannot hold a decode thread for a minute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -67,6 +76,10 @@ VIDEO_FRAMES_AT_LIMIT = 100_000
 
 # Enough of a file's start to recognise every allowed format (mpeg-ts: three 204-byte packets).
 _HEAD_BYTES = 1024
+
+# The cancel callback and the clock are polled every this many packets: at most a few ms of 720p decoding
+# between polls, and a callback that takes a lock still costs nothing next to the decoding.
+_POLL_EVERY_PACKETS = 16
 
 # Box types a QuickTime/ISO-BMFF file may start with (mp4 with ftyp; older mov with the others)
 _MOV_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
@@ -139,6 +152,113 @@ class MediaTooLarge(MediaError):
         return (type(self), (self.path, self.reason, self.limit))
 
 
+class DecodeBudgetExceeded(MediaError):
+    """A decode stopped because it read more packets or took longer than its `DecodeLimits` allow."""
+
+    def __init__(self, path: str | Path, reason: str, setting: str) -> None:
+        self.setting = setting
+        """The setting whose limit was reached (e.g. "serve max_decode_packets")."""
+        super().__init__(path, reason)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.reason, self.setting))
+
+
+class DecodeCancelled(MediaError):
+    """A decode stopped because its `DecodeLimits.cancelled` said the result is no longer wanted."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds on the work of decoding one file; None is no bound."""
+
+    max_packets: int | None = None
+    """Packets one video's decode may read, seeks included (images and frame folders read none)."""
+    max_seconds: float | None = None
+    """Wall-clock seconds one file's decode may take, from the start of the load to its last frame."""
+    cancelled: Callable[[], bool] | None = None
+    """Polled every few packets and before each image: True stops the decode with DecodeCancelled."""
+    packets_setting: str = "max_packets"
+    """The setting that sets `max_packets`, named in the error (e.g. "serve max_decode_packets")."""
+    seconds_setting: str = "max_seconds"
+    """The setting that sets `max_seconds`, named in the error."""
+
+    def __post_init__(self) -> None:
+        if self.max_packets is not None and self.max_packets < 1:
+            raise ValueError(f"{self.packets_setting} must be >= 1, got {self.max_packets}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"{self.seconds_setting} must be positive, got {self.max_seconds}")
+
+
+class DecodeMeter:
+    """The work one file's decode has done (packets read, time since it began) against its `DecodeLimits`."""
+
+    def __init__(self, path: str | Path, limits: DecodeLimits | None = None) -> None:
+        self.path = Path(path)
+        self.limits = limits or DecodeLimits()
+        self.packets = 0
+        self._start = time.monotonic()
+
+    def packet(self) -> None:
+        """Count one packet read; raise when it is one over `max_packets`, poll the other limits every few."""
+        self.packets += 1
+        limit = self.limits.max_packets
+        if limit is not None and self.packets > limit:
+            setting = self.limits.packets_setting
+            raise DecodeBudgetExceeded(self.path, f"decoding stopped after {limit:,} packets ({setting})", setting)
+        if self.packets % _POLL_EVERY_PACKETS == 0:
+            self.check()
+
+    def check(self) -> None:
+        """Raise DecodeCancelled when the decode is no longer wanted, DecodeBudgetExceeded when over its time."""
+        limits = self.limits
+        if limits.cancelled is not None and limits.cancelled():
+            after = f" after {self.packets:,} packets" if self.packets else ""
+            raise DecodeCancelled(self.path, f"decoding cancelled{after}")
+        if limits.max_seconds is not None:
+            elapsed = time.monotonic() - self._start
+            if elapsed > limits.max_seconds:
+                setting = limits.seconds_setting
+                raise DecodeBudgetExceeded(
+                    self.path,
+                    f"decoding stopped after {elapsed:.2f} s, over the limit of {limits.max_seconds:g} s ({setting})",
+                    setting,
+                )
+
+
+def _message(error: Exception, path: Path, file: BinaryIO | None) -> str:
+    """An exception's text for a MediaError about `path`: FFmpeg's without the file name, a handle shown as `path`."""
+    if isinstance(error, av.FFmpegError) and error.strerror:
+        return error.strerror  # str() appends the file name, which the MediaError already gives
+    text = str(error)
+    # PIL shows a handle as "<_io.BufferedReader name=7>"; the path is what the caller knows it by
+    return text.replace(repr(file), str(path)) if file is not None else text
+
+
+def _media_failure(path: Path, error: Exception, file: BinaryIO | None = None) -> MediaError:
+    """The MediaError naming `path` for whatever PyAV or PIL raised while reading it, with a readable reason."""
+    text = _message(error, path, file)
+    if isinstance(error, av.FFmpegError):
+        return MediaError(path, f"unreadable: {text}")
+    if isinstance(error, UnicodeDecodeError):
+        # text PyAV decodes as UTF-8 that is not (metadata tags are opened with errors replaced, see `_open`)
+        return MediaError(path, f"unreadable: text in the file (a metadata tag) is not UTF-8 ({text})")
+    # anything else is a decoder's or a binding's bug met on odd input (an AttributeError, a struct.error):
+    # its type says more than its message alone
+    return MediaError(path, f"unreadable: {type(error).__name__}: {text}")
+
+
+@contextmanager
+def _failures_named(path: Path, file: BinaryIO | None = None) -> Iterator[None]:
+    """Any exception inside becomes `_media_failure`'s MediaError; MediaError, MemoryError and interrupts pass."""
+    try:
+        yield
+    except (MediaError, MemoryError):
+        raise
+    except Exception as e:
+        raise _media_failure(path, e, file) from e
+
+
 def _over_limit(path: Path, what: str, width: int, height: int, limit: int) -> MediaTooLarge:
     return MediaTooLarge(
         path,
@@ -201,14 +321,19 @@ def sampled_frames(
 # Video
 
 
-def _head(path: Path) -> bytes:
-    if not path.is_file():
-        raise MediaError(path, "missing file")
+def _head(path: Path, file: BinaryIO | None = None) -> bytes:
     try:
-        with path.open("rb") as file:
-            return file.read(_HEAD_BYTES)
+        if file is not None:
+            file.seek(0)
+            head = file.read(_HEAD_BYTES)
+            file.seek(0)  # the decoder starts from the first byte too
+            return head
+        if not path.is_file():
+            raise MediaError(path, "missing file")
+        with path.open("rb") as opened:
+            return opened.read(_HEAD_BYTES)
     except OSError as e:
-        raise MediaError(path, f"unreadable: {e.strerror}") from e
+        raise MediaError(path, f"unreadable: {e.strerror or e}") from e
 
 
 def sniff_video(head: bytes) -> str | None:
@@ -221,30 +346,34 @@ def sniff_image(head: bytes) -> str | None:
     return next((name for name, matches in IMAGE_FORMATS.items() if matches(head)), None)
 
 
-def _open(path: Path, max_pixels: int = MAX_DECODE_PIXELS) -> av.container.InputContainer:
-    demuxer = sniff_video(_head(path))
+def _open(path: Path, max_pixels: int = MAX_DECODE_PIXELS, file: BinaryIO | None = None) -> av.container.InputContainer:
+    """The container of an allowed video, from `file` when given (`path` then only names it); MediaError else."""
+    demuxer = sniff_video(_head(path, file))
     if demuxer is None:
         # the same answer whatever a refused file refers to: FFmpeg never reads it
         raise MediaError(path, f"unreadable: not an {_VIDEO_NAMES} video (by its content)")
-    try:
+    with _failures_named(path, file):
         return av.open(
-            str(path.absolute()),  # a leading "/": no part of a name ("concat:a|b") is read as a protocol
+            # a handle as it is; a path with a leading "/", so no part of a name ("concat:a|b") is a protocol
+            file if file is not None else str(path.absolute()),
             mode="r",
             format=demuxer,
             # the demuxer chosen above and the `file` protocol only, for anything opened on this file's behalf
             container_options={"protocol_whitelist": "file", "format_whitelist": demuxer},
             # reaches the decoders that probe the streams at open, so they refuse huge frames too
             options={"max_pixels": str(max_pixels)},
+            # tags in another encoding than UTF-8 (Latin-1 in old camera files) would refuse a playable video;
+            # no tag is ever read, so an odd byte is replaced rather than the file lost
+            metadata_errors="replace",
         )
-    except av.FFmpegError as e:
-        # strerror: FFmpeg's message names the path, which the MediaError already does
-        raise MediaError(path, f"unreadable: {e.strerror or e}") from e
 
 
 def _video_stream(path: Path, container: av.container.InputContainer) -> tuple[av.VideoStream, VideoInfo]:
     if not container.streams.video:
         raise MediaError(path, "unreadable: no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # an unknown sample description (stsd fourcc): FFmpeg has no decoder
+        raise MediaError(path, "unreadable: no decoder for its video codec")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0:
         raise MediaError(path, "unreadable: unknown frame rate")
@@ -285,7 +414,7 @@ def _check_video_size(path: Path, info: VideoInfo, limit: int) -> None:
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame rate, frame count, duration and size from the header, without decoding."""
     path = Path(path)
-    with _open(path) as container:
+    with _failures_named(path), _open(path) as container:
         return _video_stream(path, container)[1]
 
 
@@ -294,9 +423,15 @@ class _FrameReader:
     only when a jump skips more decoding than the seek costs."""
 
     def __init__(
-        self, path: Path, container: av.container.InputContainer, stream: av.VideoStream, info: VideoInfo
+        self,
+        path: Path,
+        container: av.container.InputContainer,
+        stream: av.VideoStream,
+        info: VideoInfo,
+        meter: DecodeMeter | None = None,
     ) -> None:
         self._path = path
+        self._meter = meter or DecodeMeter(path)
         self._container = container
         self._stream = stream
         self._info = info
@@ -367,7 +502,7 @@ class _FrameReader:
     def _seek_lands(self, offset: int, t: float, **flags: bool) -> bool:
         """Seek to `offset`; whether the first frame out is at or before t (it is kept pending)."""
         self._container.seek(offset, stream=self._stream, backward=True, **flags)
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decode()
         self._pending = self._prev = self._last_time = None
         self._pending = self._next()
         return self._pending is not None and self.time(self._pending) <= t + self._period / 2
@@ -377,13 +512,14 @@ class _FrameReader:
             frame, self._pending = self._pending, None
             return frame
         if self._frames is None:
-            self._frames = self._container.decode(self._stream)
+            self._frames = self._decode()
         try:
             frame = next(self._frames)
         except StopIteration:
             return None
         except av.FFmpegError as e:
-            raise MediaError(self._path, f"truncated or corrupt: decoding failed after {self._where()} ({e})") from e
+            reason = f"truncated or corrupt: decoding failed after {self._where()} ({_message(e, self._path, None)})"
+            raise MediaError(self._path, reason) from e
         if frame.pts is None:
             raise MediaError(self._path, f"unreadable: frame without a timestamp after {self._where()}")
         self._last_time = self.time(frame)
@@ -391,6 +527,12 @@ class _FrameReader:
         if frame.key_frame and (not self._keyframe_times or self._last_time > self._keyframe_times[-1]):
             self._keyframe_times.append(self._last_time)
         return frame
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        # container.decode(stream), with each packet counted against the limits before it is decoded
+        for packet in self._container.demux(self._stream):
+            self._meter.packet()
+            yield from packet.decode()
 
     def _where(self) -> str:
         return f"{self._decoded_until or 0.0:.2f} s of {self._info.duration:.2f} s"
@@ -436,17 +578,30 @@ def _frame_tensor(frame: av.VideoFrame, size: tuple[int, int]) -> torch.Tensor:
     return resize_frames(rgb[None], size)[0]
 
 
-def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *, threads: int = 0) -> DecodedVideo:
+def load_video(
+    path: str | Path,
+    sampling: FrameSampling,
+    budget: PixelBudget,
+    *,
+    threads: int = 0,
+    limits: DecodeLimits | None = None,
+    file: BinaryIO | None = None,
+) -> DecodedVideo:
     """Decode the sampled frames of a video, resized under `budget`; raises MediaError on any failure.
 
     A video over `budget.max_decode_pixels` (checked from its header) raises MediaTooLarge, undecoded.
     `threads`: decoder threads, 0 for FFmpeg's choice (one per core, frame and slice threading); 1 suits
     many DataLoader workers, where frame threading oversubscribes cores and delays every seek.
+    `limits`: packets and seconds this decode may take (DecodeBudgetExceeded past them) and a cancel
+    callback (DecodeCancelled). `file`: an open binary file to read instead of opening `path`, which then
+    only names the video in errors (the server opens a checked file once and decodes that handle).
     """
     if threads < 0:
         raise ValueError(f"threads must be >= 0, got {threads}")
     path = Path(path)
-    with _open(path, budget.max_decode_pixels) as container:
+    meter = DecodeMeter(path, limits)
+    meter.check()  # a request abandoned while queued stops before the file is opened
+    with _failures_named(path, file), _open(path, budget.max_decode_pixels, file) as container:
         stream, info = _video_stream(path, container)
         _check_video_size(path, info, budget.max_decode_pixels)
         # the decoder refuses frames over the limit too: a bitstream may be larger than its header says
@@ -466,13 +621,13 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *
         except ValueError as e:
             raise MediaError(path, f"unusable size {info.width}x{info.height}: {e}") from e
 
-        reader = _FrameReader(path, container, stream, info)
+        reader = _FrameReader(path, container, stream, info, meter)
         decoded: dict[int, tuple[torch.Tensor, float]] = {}
         for index in sorted(set(indices)):
             try:
                 frame = reader.frame_at(index / info.fps)
             except av.FFmpegError as e:  # a failed seek or demux
-                raise MediaError(path, f"unreadable: {e}") from e
+                raise MediaError(path, f"unreadable: {_message(e, path, file)}") from e
             # resize as we go: holding 64 full-size frames of a 4k clip would take gigabytes
             decoded[index] = (_frame_tensor(frame, size), reader.time(frame))
 
@@ -492,51 +647,66 @@ def load_video(path: str | Path, sampling: FrameSampling, budget: PixelBudget, *
 # Image
 
 
-# PIL reports unknown formats, truncation and corrupt chunks as OSError / SyntaxError
+# PIL reports unknown formats, truncation and corrupt chunks as OSError / SyntaxError; anything else it
+# raises still becomes a MediaError (`_media_failure`), with the exception's type in the reason
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def open_rgb(path: Path, max_pixels: int = MAX_DECODE_PIXELS) -> Image.Image:
+def open_rgb(path: Path, max_pixels: int = MAX_DECODE_PIXELS, *, file: BinaryIO | None = None) -> Image.Image:
     """An allowed image file decoded now as RGB: EXIF-transposed, transparent pixels on white.
 
     Raises MediaError on any failure, MediaTooLarge (before decoding) when width x height > `max_pixels`.
+    `file`: an open binary file to read instead of opening `path`, which then only names it in errors.
     """
-    fmt = sniff_image(_head(path))
+    fmt = sniff_image(_head(path, file))
     if fmt is None:
         raise MediaError(path, f"unreadable: not a {_IMAGE_NAMES} image (by its content)")
-    try:
-        with Image.open(path, formats=[fmt]) as opened:
-            width, height = opened.size  # from the header: nothing is decoded yet
-            if width * height > max_pixels:
-                raise _over_limit(path, "an image", width, height, max_pixels)
-            opened.load()  # decode now, so a truncated or corrupt file fails here, not later
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
-                rgba = image.convert("RGBA")
-                image = Image.new("RGB", rgba.size, (255, 255, 255))
-                image.paste(rgba, mask=rgba.getchannel("A"))
-                return image
-            return image.convert("RGB")
-    except Image.DecompressionBombError as e:
-        # PIL's own process-wide check (2 x Image.MAX_IMAGE_PIXELS, at open or per frame or tile) lies above
-        # the default limit, so it fires only on images refused anyway unless max_pixels is raised past it
-        pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        limit = min(max_pixels, pil_limit)
-        source = "media.max_decode_pixels" if limit == max_pixels else "PIL's 2 x Image.MAX_IMAGE_PIXELS"
-        reason = f"too large: an image of more than {pil_limit:,} pixels is over the decode limit of {limit:,} pixels"
-        raise MediaTooLarge(path, f"{reason} ({source})", limit) from e
-    except IMAGE_ERRORS as e:
-        raise MediaError(path, f"unreadable: {e}") from e
+    with _failures_named(path, file):  # what PIL raises beyond the errors it documents, named too
+        try:
+            with Image.open(file if file is not None else path, formats=[fmt]) as opened:
+                return _rgb(path, opened, max_pixels)
+        except Image.DecompressionBombError as e:
+            # PIL's own process-wide check (2 x Image.MAX_IMAGE_PIXELS, at open or per frame or tile) lies above
+            # the default limit, so it fires only on images refused anyway unless max_pixels is raised past it
+            pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            limit = min(max_pixels, pil_limit)
+            source = "media.max_decode_pixels" if limit == max_pixels else "PIL's 2 x Image.MAX_IMAGE_PIXELS"
+            reason = (
+                f"too large: an image of more than {pil_limit:,} pixels is over the decode limit of {limit:,} pixels"
+            )
+            raise MediaTooLarge(path, f"{reason} ({source})", limit) from e
+        except IMAGE_ERRORS as e:
+            raise MediaError(path, f"unreadable: {_message(e, path, file)}") from e
 
 
-def load_image(path: str | Path, budget: PixelBudget) -> Image.Image:
+def _rgb(path: Path, opened: Image.Image, max_pixels: int) -> Image.Image:
+    """An opened image decoded as RGB after its header size is checked."""
+    width, height = opened.size  # from the header: nothing is decoded yet
+    if width * height > max_pixels:
+        raise _over_limit(path, "an image", width, height, max_pixels)
+    opened.load()  # decode now, so a truncated or corrupt file fails here, not later
+    image = ImageOps.exif_transpose(opened)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        # transparent pixels become white, as in qwen-vl-utils' to_rgb, not black
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, (255, 255, 255))
+        image.paste(rgba, mask=rgba.getchannel("A"))
+        return image
+    return image.convert("RGB")
+
+
+def load_image(
+    path: str | Path, budget: PixelBudget, *, limits: DecodeLimits | None = None, file: BinaryIO | None = None
+) -> Image.Image:
     """Open an image as RGB, resized to its smart_resize size; raises MediaError on any failure.
 
     An image over `budget.max_decode_pixels` (checked from its header) raises MediaTooLarge, undecoded.
+    `limits`: only its `cancelled` applies, checked before decoding (the pixel limit bounds the decode
+    itself). `file`: an open binary file to read instead of opening `path`, which then only names it.
     """
     path = Path(path)
-    image = open_rgb(path, budget.max_decode_pixels)
+    DecodeMeter(path, limits).check()
+    image = open_rgb(path, budget.max_decode_pixels, file=file)
     width, height = image.size
     try:
         h_bar, w_bar = smart_resize(

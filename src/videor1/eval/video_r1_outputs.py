@@ -64,14 +64,19 @@ class ScoredFile:
 
 def read_scored_file(path: str | Path) -> ScoredFile:
     """Read predictions.jsonl, or an eval_bench.py output ({"results": […]}, a JSON list or JSONL of rows)."""
+    from videor1.data.dataset import DatasetError, JSONDepthError, loads_json, open_regular_file
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OutputFileError(f"{path}: {exc}") from exc
+        with open_regular_file(path) as file:  # a FIFO or a device is refused, never waited on
+            text = file.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError, DatasetError) as exc:
+        raise OutputFileError(str(exc) if isinstance(exc, DatasetError) else f"{path}: {exc}") from exc
     final_acc = None
     try:
-        data = json.loads(text)
+        data = loads_json(text)
+    except JSONDepthError as exc:
+        raise OutputFileError(f"{path}: {exc}") from exc
     except json.JSONDecodeError:
         data = None  # JSON lines
     if isinstance(data, dict) and isinstance(data.get("results"), list):
@@ -88,8 +93,8 @@ def read_scored_file(path: str | Path) -> ScoredFile:
             if not line.strip():
                 continue
             try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
+                rows.append((number, loads_json(line)))
+            except (json.JSONDecodeError, JSONDepthError) as exc:
                 raise OutputFileError(f"{path}: row {number}: not valid JSON: {exc}") from exc
     objects = [row for _, row in rows if isinstance(row, dict)]
     kind = "predictions" if objects and all("truth" in row for row in objects) else "original"

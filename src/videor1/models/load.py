@@ -14,6 +14,10 @@ import torch
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class CheckpointError(Exception):
+    """A checkpoint that exists but cannot be read: a truncated or corrupt weights file."""
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     """Map a config string (float32, bfloat16, float16, auto) to a torch dtype ("auto" passes through)."""
     if isinstance(dtype, torch.dtype) or dtype == "auto":
@@ -62,6 +66,7 @@ def load_model(
     Qwen-VL models number their M-RoPE positions with the rule they were released with, whatever the installed
     transformers computes (`videor1.models.mrope`).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText
 
     from videor1.models.mrope import use_released_positions
@@ -69,11 +74,32 @@ def load_model(
     check_model_source(name_or_path)
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype), **kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype), **kwargs)
+    except SafetensorError as exc:
+        raise corrupt_weights_error(name_or_path, exc) from exc
     if device is not None:
         model = model.to(device)
     use_released_positions(model)
     return model.eval()
+
+
+def corrupt_weights_error(name_or_path: str | Path, exc: Exception) -> CheckpointError:
+    """The CheckpointError naming the bad `.safetensors` file of a local checkpoint (else the checkpoint).
+
+    safetensors' own message ("Error while deserializing header: header too large") names no file, and a
+    sharded checkpoint has several: each one's header is read again (cheap, no tensor data) to find it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(str(name_or_path)).expanduser()
+    for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as file_exc:
+            return CheckpointError(f"{file}: truncated or corrupt safetensors file ({file_exc})")
+    return CheckpointError(f"model {str(name_or_path)!r}: truncated or corrupt safetensors file ({exc})")
 
 
 def load_model_and_processor(name_or_path: str | Path, **kwargs: Any) -> tuple[Any, Any]:

@@ -101,9 +101,16 @@ def step_advantages(
 class GRPOTrainer:
     """T-GRPO / GRPO for Qwen-VL models; see `videor1 train --help` and configs/."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False):
+    def __init__(self, config: TrainConfig, *, resume: bool = False, overwrite: bool = False):
         self.cfg = config
-        self.run = Recipe(config, resume=resume)
+        self.run = Recipe(config, resume=resume, overwrite=overwrite)
+        # a setup that fails frees the run folder, so this process may start another run in it
+        with self.run.closed_on_error():
+            self._setup()
+
+    def _setup(self) -> None:
+        """Model, reference, data, scorers, optimizer, resume state and rollout engine."""
+        config = self.cfg
         self.accelerator, self.log = self.run.accelerator, self.run.log
         self.skipped_prompts: int = self.run.state.get("skipped_prompts", 0)
         self.use_kl = config.algorithm.kl_coef > 0
@@ -471,10 +478,11 @@ class GRPOTrainer:
         """Run until max_steps, logging every step and checkpointing every save_every steps."""
         cfg = self.cfg
         self.log.info(f"training {cfg.model.name_or_path} for {cfg.max_steps} steps on {self.run.device}")
-        with self.run.progress("reward") as progress:
+        with self.run.closed_on_error(), self.run.progress("reward") as progress:
             while self.step < cfg.max_steps:
                 metrics = self.train_step()
                 self.run.step += 1
+                self.run.check_loss(self.step, metrics, "loss/total")
                 self.log.metrics(self.step, metrics)
                 shown = {"reward": metrics["reward/total"], "accuracy": metrics.get("reward/accuracy")}
                 progress(self.step, shown, metrics["perf/step_seconds"] or 0.0)

@@ -1,12 +1,15 @@
 """The HTTP layer of `videor1 serve`: OpenAI-compatible `/v1/chat/completions`, `/v1/models` and `/health`.
 
 Bad input is answered with a 4xx and an OpenAI-style error body (`{"error": {"message", "type", "param",
-"code"}}`), never a 500. The API key and the declared body size are checked by a pure ASGI guard before
-anything reads the body, and a body without a declared size is bounded while it is read. Parsing, media
+"code"}}`), never a 500. A pure ASGI guard checks, before anything reads the body: the Host header when there
+is no API key (loopback names only, against DNS rebinding), the API key, the declared body size, and the
+requests and body bytes in flight (503 with Retry-After past either bound); a body without a declared size is
+bounded while it is read, and every body must arrive within `body_timeout_s`. Parsing, media
 decoding, prompt rendering and the prompt-length check run in a bounded thread pool, and generation runs in
 the single model worker, so the event loop only moves bytes and stays responsive (`/health` answers while a
-batch is generating) and an oversized prompt never costs the model worker anything. A client that
-disconnects has its request cancelled: dropped if it is still queued, stopped between tokens if it runs.
+batch is generating) and an oversized prompt never costs the model worker anything. Decoding is bounded per
+video (`max_decode_packets`, `max_decode_seconds`). A client that disconnects has its request cancelled: its
+media decode stopped, dropped if it is still queued, stopped between tokens if it runs.
 
 `stream: true` answers with server-sent events in OpenAI's chat-completion chunk format (see
 `videor1.serve.stream`), batched with the other requests like any request. The stream starts once the first
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from videor1.config_errors import validation_message
 from videor1.models.generation import GeneratedText, SamplingParams
 from videor1.models.inputs import SampleMedia, processor_inputs
-from videor1.serve.config import MIB, ServeConfig
+from videor1.serve.config import MIB, ServeConfig, api_key_problem, is_loopback
 from videor1.serve.errors import RequestError
 from videor1.serve.messages import decode_refs, parse_messages
 from videor1.serve.page import register_page
@@ -50,7 +54,8 @@ logger = logging.getLogger("videor1.serve")
 
 _ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    405: "invalid_request_error", 413: "invalid_request_error", 503: "overloaded_error",
+    405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
+    503: "overloaded_error",
 }
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -133,9 +138,27 @@ def _bearer_ok(scope: dict[str, Any], api_key: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), api_key.encode())
 
 
+def host_name(scope: dict[str, Any]) -> str | None:
+    """The Host header's name, lower-case, without port, brackets or a final dot; None without a Host header."""
+    raw = dict(scope.get("headers") or []).get(b"host")
+    if raw is None:
+        return None
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):  # an IPv6 literal: [::1]:8000 (an unclosed one stays as it is: no loopback name)
+        inside, bracket, _ = host[1:].partition("]")
+        return inside if bracket else host
+    name, colon, _ = host.rpartition(":")
+    return (name if colon else host).rstrip(".")
+
+
 LINGER_BYTES = MIB
 """After answering before the body was read, the server discards a body up to this size (declared by
 Content-Length) so that a client still sending can read the answer; a larger one closes the connection."""
+
+RETRY_AFTER_S = 1
+"""The Retry-After of a 503: a slot frees as soon as any request in flight ends, so a second is plenty."""
+
+HEALTH_PATH = "/health"
 
 
 def _unread_body_headers(scope: dict[str, Any]) -> dict[str, str]:
@@ -152,25 +175,104 @@ def _unread_body_headers(scope: dict[str, Any]) -> dict[str, str]:
     return {"Connection": "close"} if close else {}
 
 
-class Guard:
-    """Pure ASGI middleware: the API key on /v1/* and a bound on the body, before the body is read."""
+def _busy(message: str, headers: dict[str, str]) -> JSONResponse:
+    return error_response(503, f"the server is busy: {message}; retry later",
+                          headers={"Retry-After": str(RETRY_AFTER_S), **headers})
 
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
-        if api_key is not None and not api_key.strip():
-            raise ValueError("an empty API key would turn authentication off")  # ServeConfig.auth_problem says so
+
+@dataclass
+class Admission:
+    """Requests in flight and the request-body bytes they hold, each bounded. Only the event loop touches it."""
+
+    max_requests: int
+    max_bytes: int
+    requests: int = 0
+    body_bytes: int = 0
+
+    def admit(self) -> Ticket | None:
+        """A ticket for one more request, or None when `max_requests` are in flight."""
+        if self.requests >= self.max_requests:
+            return None
+        self.requests += 1
+        return Ticket(self)
+
+
+@dataclass
+class Ticket:
+    """One admitted request's share of the bounds; `close` gives it back."""
+
+    admission: Admission
+    body_bytes: int = 0
+
+    def reserve(self, size: int) -> bool:
+        """Hold `size` more body bytes; False (holding nothing more) when that would pass the bound."""
+        if self.admission.body_bytes + size > self.admission.max_bytes:
+            return False
+        self.admission.body_bytes += size
+        self.body_bytes += size
+        return True
+
+    def close(self) -> None:
+        """Leave the requests in flight."""
+        self.admission.body_bytes -= self.body_bytes
+        self.admission.requests -= 1
+        self.body_bytes = 0
+
+
+class Guard:
+    """Pure ASGI middleware: Host, API key and in-flight bounds before the body is read, then the bounded body."""
+
+    def __init__(
+        self, app: Any, *, api_key: str | None, allowed_hosts: list[str], max_body_bytes: int, body_timeout_s: float,
+        admission: Admission,
+    ) -> None:
+        problem = api_key_problem(api_key)
+        if problem is not None:
+            raise ValueError(problem)  # ServeConfig.auth_problem refuses these settings before the app is made
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+        self.allowed_hosts = {host.lower() for host in allowed_hosts}
+        self.body_timeout_s, self.admission = body_timeout_s, admission
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if scope["path"] == HEALTH_PATH:  # never counted: it must answer while the server is full
+            await self.app(scope, receive, send)
+            return
+        ticket = self.admission.admit()
+        if ticket is None:
+            limit = self.admission.max_requests
+            await _busy(f"{limit} requests in flight (--max-in-flight)", _unread_body_headers(scope))(
+                scope, receive, send)
+            return
+        try:
+            await self._serve(scope, receive, send, ticket)
+        finally:
+            ticket.close()
+
+    def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
+        """The answer to a request refused on its head alone: a foreign Host without a key, or a wrong key."""
+        if self.api_key is None:
+            name = host_name(scope)
+            if name is not None and not (is_loopback(name) or name in self.allowed_hosts or "*" in self.allowed_hosts):
+                # a page on another site that resolves its name to 127.0.0.1 (DNS rebinding) sends its own Host
+                return error_response(
+                    403, f"Host {name[:100]!r} is not a loopback name, and without an API key this server answers "
+                    "only localhost, 127.0.0.1 and [::1] (against DNS rebinding): set --api-key, or add the name "
+                    "with --allowed-host", headers=_unread_body_headers(scope))
         if self.api_key and scope["path"].startswith("/v1/") and not _bearer_ok(scope, self.api_key):
             # answered before a byte of the body is read: an unauthenticated client costs no reading
             headers = {"WWW-Authenticate": "Bearer", **_unread_body_headers(scope)}
-            await error_response(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                                 headers=headers)(scope, receive, send)
-            return
-        body, problem = await self._read_body(scope, receive)
+            return error_response(401, "missing or wrong API key (Authorization: Bearer KEY)", headers=headers)
+        return None
+
+    async def _serve(self, scope: dict[str, Any], receive: Receive, send: Send, ticket: Ticket) -> None:
+        body, problem = await self._read_body(scope, receive, ticket)
         if problem is not None:
             await problem(scope, receive, send)
             return
@@ -185,23 +287,42 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> tuple[bytes, JSONResponse | None]:
+    async def _read_body(
+        self, scope: dict[str, Any], receive: Receive, ticket: Ticket,
+    ) -> tuple[bytes, JSONResponse | None]:
+        """The whole body, or the answer refusing it; a body still arriving after `body_timeout_s` gets 408."""
+        try:
+            with anyio.fail_after(self.body_timeout_s):
+                return await self._receive_body(scope, receive, ticket)
+        except TimeoutError:  # a client sending slowly (or not at all) would hold its slot for ever
+            message = f"the request body did not arrive within {self.body_timeout_s:g} s (--body-timeout-s)"
+            return b"", error_response(408, message, headers={"Connection": "close"})
+
+    async def _receive_body(
+        self, scope: dict[str, Any], receive: Receive, ticket: Ticket,
+    ) -> tuple[bytes, JSONResponse | None]:
         too_large = f"request body exceeds {self.max_body_bytes} bytes"
+        too_many = f"request bodies in flight would pass {self.admission.max_bytes} bytes (--max-body-bytes-in-flight)"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 return b"", error_response(400, "invalid Content-Length header", headers={"Connection": "close"})
             if int(declared) > self.max_body_bytes:  # refused before reading it
                 return b"", error_response(413, too_large, headers=_unread_body_headers(scope))
+            if not ticket.reserve(int(declared)):  # held from now on, before a byte of it arrives
+                return b"", _busy(too_many, _unread_body_headers(scope))
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return b"", None  # the client went away; the app sees the disconnect
-            size += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
             if size > self.max_body_bytes:  # a chunked body without Content-Length: stop reading at the bound
                 return b"", error_response(413, too_large)  # uvicorn discards the rest for this authorised client
-            chunks.append(message.get("body", b""))
+            if declared is None and not ticket.reserve(len(chunk)):
+                return b"", _busy(too_many, {"Connection": "close"})
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks), None
 
@@ -216,14 +337,17 @@ class ServerState:
     factor: int
     name: str
     limiter: anyio.CapacityLimiter | None = field(default=None)
+    decoding: int = 0
+    """Requests in `_prepare` or waiting for a decode thread (counted on the event loop)."""
 
 
-def _prepare(state: ServerState, messages: list[Any]) -> tuple[str, list[SampleMedia]]:
+def _prepare(state: ServerState, messages: list[Any], cancelled: Callable[[], bool]) -> tuple[str, list[SampleMedia]]:
     """Parse messages, decode their media, render the prompt and check its length (runs in a worker thread)."""
     cfg = state.cfg
     allowed = Path(cfg.allowed_media_dir) if cfg.allowed_media_dir else None
     parsed = parse_messages(messages, allowed_dir=allowed, max_media=cfg.max_media_per_request)
-    media = decode_refs(parsed.media, cfg.media, state.factor)
+    # a decode whose client has gone stops within a few packets, as a RequestError 499
+    media = decode_refs(parsed.media, cfg.media, state.factor, cancelled=cancelled, limits=cfg.decode_limits())
     try:
         text = state.processor.apply_chat_template(parsed.messages, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # jinja raises its own types for conversations the template refuses
@@ -244,6 +368,29 @@ async def _client_left(receive: Receive) -> None:
     """Return once the client disconnects (the body has been read: the next message is the disconnect)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def left_flag(left: asyncio.Future) -> Callable[[], bool]:
+    """A flag any thread may read: true once `left` (a `_client_left` watcher) saw the client disconnect."""
+    gone = threading.Event()
+
+    def watched(watcher: asyncio.Future) -> None:
+        if not watcher.cancelled():  # cancelled = the request ended first
+            gone.set()
+
+    left.add_done_callback(watched)
+    return gone.is_set
+
+
+async def _prepare_request(
+    state: ServerState, messages: list[Any], cancelled: Callable[[], bool]
+) -> tuple[str, list[SampleMedia]]:
+    """`_prepare` in the bounded decode pool, counted in /health's `decoding`."""
+    state.decoding += 1
+    try:
+        return await anyio.to_thread.run_sync(_prepare, state, messages, cancelled, limiter=state.limiter)
+    finally:
+        state.decoding -= 1
 
 
 def _completion_body(name: str, generation: GeneratedText) -> dict[str, Any]:
@@ -273,12 +420,18 @@ def create_app(state: ServerState) -> FastAPI:
         yield
         state.worker.stop()
 
+    cfg = state.cfg
+    admission = Admission(max_requests=cfg.in_flight_limit(), max_bytes=cfg.in_flight_bytes_limit())
     app = FastAPI(title="videor1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(Guard, api_key=state.cfg.api_key, max_body_bytes=state.cfg.max_body_bytes)
+    app.add_middleware(
+        Guard, api_key=cfg.api_key, allowed_hosts=[cfg.host, *cfg.allowed_hosts], max_body_bytes=cfg.max_body_bytes,
+        body_timeout_s=cfg.body_timeout_s, admission=admission,
+    )
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None  # a full queue, as a full guard
+        return error_response(exc.status, exc.message, param=exc.param, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -303,7 +456,8 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse({
             "status": "ok", "model": state.name, "queued": worker.pending, "running": worker.running,
             "batches": worker.batches, "requests": worker.requests, "submitted": worker.submitted,
-            "cancelled": worker.cancelled,
+            "cancelled": worker.cancelled, "decoding": state.decoding, "in_flight": admission.requests,
+            "in_flight_bytes": admission.body_bytes,
         })
 
     @app.get("/v1/models")
@@ -323,7 +477,13 @@ def create_app(state: ServerState) -> FastAPI:
         result: asyncio.Future | None = None
         streaming = False  # once the response has the stream, its generator owns `left` and the job
         try:
-            text, media = await anyio.to_thread.run_sync(_prepare, state, request.messages, limiter=state.limiter)
+            try:
+                text, media = await _prepare_request(state, request.messages, left_flag(left))
+            except RequestError as exc:
+                if exc.status != CLIENT_LEFT:  # decode_refs answers a cancelled decode with a 499
+                    raise
+                logger.info("the client left while its media was decoded; decoding stopped (%s)", exc.message)
+                return error_response(CLIENT_LEFT, "the client closed the request")
             if left.done():  # a client that left while its media was decoded is not queued at all
                 pass
             elif request.stream:

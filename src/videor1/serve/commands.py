@@ -13,6 +13,7 @@ from videor1.config import inference_media
 from videor1.serve.config import ServeConfig
 
 _LIMITS = "Limits and batching"
+_CONNECTIONS = "Connections and timeouts"
 _KEY_ENV = "VIDEOR1_API_KEY"
 
 
@@ -28,6 +29,9 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help=described(ServeConfig, "insecure_no_auth"))
     ] = False,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option("--allowed-host", help=described(ServeConfig, "allowed_hosts"))
+    ] = None,
     allowed_media_dir: Annotated[Path | None, _opt("allowed_media_dir")] = None,
     served_model_name: Annotated[str | None, _opt("served_model_name")] = None,
     max_body_bytes: Annotated[int | None, _opt("max_body_bytes", _LIMITS)] = None,
@@ -36,6 +40,14 @@ def serve(
     batch_wait_s: Annotated[float | None, _opt("batch_wait_s", _LIMITS)] = None,
     max_queue: Annotated[int | None, _opt("max_queue", _LIMITS)] = None,
     decode_workers: Annotated[int | None, _opt("decode_workers", _LIMITS)] = None,
+    max_in_flight: Annotated[int | None, _opt("max_in_flight", _LIMITS)] = None,
+    max_body_bytes_in_flight: Annotated[int | None, _opt("max_body_bytes_in_flight", _LIMITS)] = None,
+    max_decode_packets: Annotated[int | None, _opt("max_decode_packets", _LIMITS)] = None,
+    max_decode_seconds: Annotated[float | None, _opt("max_decode_seconds", _LIMITS)] = None,
+    max_connections: Annotated[int | None, _opt("max_connections", _CONNECTIONS)] = None,
+    keep_alive_timeout_s: Annotated[int | None, _opt("keep_alive_timeout_s", _CONNECTIONS)] = None,
+    header_timeout_s: Annotated[float | None, _opt("header_timeout_s", _CONNECTIONS)] = None,
+    body_timeout_s: Annotated[float | None, _opt("body_timeout_s", _CONNECTIONS)] = None,
     default_max_tokens: Annotated[int | None, _opt("default_max_tokens", _LIMITS)] = None,
     max_tokens_limit: Annotated[int | None, _opt("max_tokens_limit", _LIMITS)] = None,
     max_prompt_tokens: Annotated[int | None, _opt("max_prompt_tokens", _LIMITS)] = None,
@@ -52,6 +64,7 @@ def serve(
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions with image_url and video_url parts)."""
     values = dict(locals())
     values["media"] = stage_media(inference_media(), media)
+    values["allowed_hosts"] = values.pop("allowed_host") or None  # one --allowed-host per name
     for key in ("allowed_media_dir", "log_dir"):
         values[key] = str(values[key]) if values[key] is not None else None
     if api_key is None and _KEY_ENV in os.environ:

@@ -97,7 +97,7 @@ def decode_part(state: Any, part: Any) -> dict[str, Any]:
     cfg = state.cfg
     allowed = Path(cfg.allowed_media_dir) if cfg.allowed_media_dir else None
     ref = parse_media_url(_part_url(part, kind, kind), _PART_KINDS[kind], allowed, kind)
-    (media,) = decode_refs([ref], cfg.media, state.factor)
+    (media,) = decode_refs([ref], cfg.media, state.factor, limits=cfg.decode_limits())
     return frames_body(media)
 
 

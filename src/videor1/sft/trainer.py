@@ -48,19 +48,21 @@ class AssistantLoss(nn.Module):
 class SFTTrainer:
     """Supervised fine-tuning; see `videor1 sft --help` and configs/sft_tiny.yaml."""
 
-    def __init__(self, config: SFTConfig, *, resume: bool = False):
+    def __init__(self, config: SFTConfig, *, resume: bool = False, overwrite: bool = False):
         self.cfg = config
-        self.run = Recipe(config, resume=resume)
+        self.run = Recipe(config, resume=resume, overwrite=overwrite)
         self.accelerator, self.log = self.run.accelerator, self.run.log
         self.budget = FailureBudget(config.data.max_failure_fraction)
         self.budget.load_state_dict(self.run.state)
-        self.processor, model, _ = self.run.load_model()
-        self._last_batch: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # (inputs, labels)
-        self._setup_data()
-        self.loss_module = self.run.prepare(
-            AssistantLoss(model), num_updates=config.max_steps, micro_batch_size=config.batch_size
-        )
-        self.run.restore()
+        # a setup that fails frees the run folder, so this process may start another run in it
+        with self.run.closed_on_error():
+            self.processor, model, _ = self.run.load_model()
+            self._last_batch: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # (inputs, labels)
+            self._setup_data()
+            self.loss_module = self.run.prepare(
+                AssistantLoss(model), num_updates=config.max_steps, micro_batch_size=config.batch_size
+            )
+            self.run.restore()
 
     @property
     def step(self) -> int:
@@ -167,8 +169,18 @@ class SFTTrainer:
         """Run to max_steps; evaluate before, every eval.every steps and after; checkpoint as configured."""
         cfg = self.cfg
         self.log.info(f"SFT of {cfg.model.name_or_path} for {cfg.max_steps} steps on {self.run.device}")
-        if cfg.eval is not None and self.step == 0:
-            self.evaluate()
+        with self.run.closed_on_error():
+            if cfg.eval is not None and self.step == 0:
+                self.evaluate()
+            self._steps()
+            if cfg.eval is not None and not (cfg.eval.every and cfg.max_steps % cfg.eval.every == 0):
+                self.evaluate()
+        self.run.close()
+        return self.run.out / f"checkpoint-{self.step}"
+
+    def _steps(self) -> None:
+        """The training loop: a step, its metrics, held-out evaluation and checkpoint when due, up to max_steps."""
+        cfg = self.cfg
         batches = iter(self.loader)
         with self.run.progress("loss") as progress:
             while self.step < cfg.max_steps:
@@ -185,13 +197,10 @@ class SFTTrainer:
                 bag.per_process("perf/step_seconds", seconds)
                 metrics = bag.reduce(self.accelerator)
                 metrics["perf/tokens_per_s"] = metrics.pop("perf/tokens") / max(seconds, 1e-9)
+                self.run.check_loss(self.step, metrics, "loss/sft")
                 self.log.metrics(self.step, metrics)
                 progress(self.step, {"loss": metrics.get("loss/sft")}, seconds)
                 if cfg.eval is not None and cfg.eval.every and self.step % cfg.eval.every == 0:
                     self.evaluate()
                 if self.run.due_checkpoint():
                     self.save_checkpoint()
-        if cfg.eval is not None and not (cfg.eval.every and cfg.max_steps % cfg.eval.every == 0):
-            self.evaluate()
-        self.run.close()
-        return self.run.out / f"checkpoint-{self.step}"
