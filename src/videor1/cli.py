@@ -250,6 +250,41 @@ def demo(
     run_demo(out, seed=seed, say=lambda line: console.print(line, markup=False, highlight=False))
 
 
+study_app = typer.Typer(help="Controlled studies on tiny models, reproducible by one command.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("temporal")
+def study_temporal(
+    out: Annotated[Path, typer.Option(help="output folder for data, model, runs and results")] = Path("runs/study"),
+    seed: Annotated[int, typer.Option(help="seed of the data, the model and the SFT cold start")] = 0,
+    seeds: Annotated[str, typer.Option(help="RL seeds, comma-separated")] = "0,1,2",
+    methods: Annotated[str, typer.Option(help="comma-separated: GRPO, T-GRPO, T-GRPO joint, T-GRPO ema_std")] = (
+        "GRPO,T-GRPO,T-GRPO joint,T-GRPO ema_std"),
+    rl_steps: Annotated[int, typer.Option(help="RL steps of every run")] = 150,
+    sft_steps: Annotated[int, typer.Option(help="SFT cold-start steps")] = 600,
+    n_test: Annotated[int, typer.Option(help="questions per held-out split")] = 200,
+    shortcut_fraction: Annotated[float, typer.Option(help="share of training questions one frame answers")] = 0.8,
+    torch_threads: TorchThreads = None,
+) -> None:
+    """GRPO, T-GRPO and its formulations from one SFT model, several seeds, on a task with a static shortcut."""
+    from dataclasses import replace
+
+    from videor1.models.load import set_torch_threads
+    from videor1.study import StudySettings, run_temporal_study
+
+    set_torch_threads(torch_threads)
+    settings = StudySettings(
+        n_test=n_test, shortcut_fraction=shortcut_fraction,
+        seeds=[int(part) for part in seeds.split(",") if part.strip()],
+        methods=[part.strip() for part in methods.split(",") if part.strip()],
+    )
+    settings.training = replace(settings.training, rl_steps=rl_steps, sft_steps=sft_steps)
+    run_temporal_study(out, seed=seed, settings=settings,
+                       say=lambda line: console.print(line, markup=False, highlight=False))
+
+
 @app.command("plot")
 def plot(run_dir: Annotated[Path, typer.Argument(help="a videor1 run directory (holds metrics.jsonl)")]) -> None:
     """Draw a run's training curves (accuracy reward, temporal-reward rate, length, KL) as PNG."""

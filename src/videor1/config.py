@@ -464,6 +464,15 @@ class AlgorithmConfig(StrictModel):
         description="p and p~ as the fraction of correct answers (correct_fraction) or the mean accuracy reward "
         "(mean_reward); default: the preset's (paper: correct_fraction, video-r1-code: mean_reward)"
     )
+    temporal_signal: Literal["bonus", "joint", "ema_std"] = Field(
+        "bonus",
+        description="how T-GRPO's ordered-vs-shuffled comparison reaches the advantages: bonus (as published: +alpha "
+        "on correct ordered answers, which per-group std scaling cancels for 0/1 accuracy), joint (no bonus; "
+        "ordered rewards centred and scaled by the ordered and shuffled rewards together, after STRIVE) or "
+        "ema_std (the bonus, with each group scaled by its task's running reward std instead of its own, after "
+        "EMA-GRPO); docs/temporal.md",
+    )
+    ema_decay: float = Field(0.9, ge=0, lt=1, description="temporal_signal=ema_std: the running std's decay per step")
     shuffle_mode: str = Field("frame", description="frame (the original) or patch (keeps frame pairs)")
     num_generations: int = Field(8, ge=1, description="G: ordered completions per prompt")
     num_shuffled: int = Field(ge=1, description="G~: shuffled completions per video; default: max(1, G // 2)")
@@ -569,6 +578,15 @@ class AlgorithmConfig(StrictModel):
                 f"algorithm.num_generations={self.num_generations}: a group of one has no advantage (each completion "
                 "is scored against its group's mean, so every advantage is 0 and nothing is learned); GRPO needs "
                 "2 or more, e.g. algorithm.num_generations=8",
+            )
+        if self.temporal_signal != "bonus" and not (self.temporal and self.advantage == "grpo"
+                                                     and self.scale_rewards == "group"):
+            raise rule(
+                "algorithm.temporal_signal",
+                f"algorithm.temporal_signal={self.temporal_signal} reshapes GRPO's per-group normalisation of the "
+                "ordered and shuffled groups: it needs algorithm.temporal=true, advantage=grpo and "
+                f"scale_rewards=group (here temporal={str(self.temporal).lower()}, advantage={self.advantage}, "
+                f"scale_rewards={self.scale_rewards})",
             )
         if self.clip_low > 1:
             raise rule(

@@ -65,6 +65,8 @@ class DemoSettings:
     eval_batch_size: int = 32
     extra_sft: list[str] = field(default_factory=list)
     extra_rl: list[str] = field(default_factory=list)
+    media: list[str] = field(default_factory=lambda: list(DEMO_MEDIA))
+    """The media settings of every stage (training and evaluation)."""
 
 
 @dataclass
@@ -77,11 +79,11 @@ class StageResult:
     seconds: float
 
 
-def _common(out: Path, model: str, seed: int, split: str) -> list[str]:
+def _common(out: Path, model: str, seed: int, split: str, s: DemoSettings) -> list[str]:
     data = out / "data"
     return [
         f"seed={seed}", f"model.name_or_path={model}", "model.dtype=float32", "model.freeze_vision=false",
-        f"data.train_file={data / split}", f"data.media_root={data}", "tensorboard=true", *DEMO_MEDIA,
+        f"data.train_file={data / split}", f"data.media_root={data}", "tensorboard=true", *s.media,
     ]
 
 
@@ -97,7 +99,7 @@ def split_train(train_json: Path, n_sft: int) -> tuple[Path, Path]:
 def sft_config(out: Path, model: str, seed: int, s: DemoSettings) -> SFTConfig:
     """The cold start: short on purpose, so RL has room to improve (docs/design.md §9)."""
     return load_config(SFTConfig, None, [
-        *_common(out, model, seed, "sft.json"), f"output_dir={out / 'sft'}", f"max_steps={s.sft_steps}",
+        *_common(out, model, seed, "sft.json", s), f"output_dir={out / 'sft'}", f"max_steps={s.sft_steps}",
         f"batch_size={s.sft_batch_size}", f"optim.lr={s.sft_lr}", "optim.weight_decay=0.0", "optim.max_grad_norm=1.0",
         "optim.scheduler=cosine", "optim.warmup_ratio=0.05", f"save_every={s.sft_steps}", "data.num_workers=1",
         *s.extra_sft,
@@ -107,7 +109,7 @@ def sft_config(out: Path, model: str, seed: int, s: DemoSettings) -> SFTConfig:
 def rl_config(out: Path, name: str, model: str, seed: int, temporal: bool, s: DemoSettings) -> TrainConfig:
     """T-GRPO (temporal) or GRPO from the SFT checkpoint, identical otherwise."""
     return load_config(TrainConfig, None, [
-        *_common(out, model, seed, "rl.json"), f"output_dir={out / name}", f"max_steps={s.rl_steps}",
+        *_common(out, model, seed, "rl.json", s), f"output_dir={out / name}", f"max_steps={s.rl_steps}",
         f"prompts_per_device={s.rl_prompts}", f"algorithm.num_generations={s.rl_generations}",
         f"algorithm.temporal={str(temporal).lower()}", "algorithm.length.enabled=false",
         f"generation.max_new_tokens={s.max_new_tokens}", "generation.top_p=1.0",
@@ -123,7 +125,7 @@ def evaluate(name: str, model_path: str, samples: list[Sample], s: DemoSettings,
 
     start = time.perf_counter()
     model, processor = load_model_and_processor(model_path, dtype="float32")
-    media = load_config(MediaConfig, None, [o.removeprefix("media.") for o in DEMO_MEDIA])
+    media = load_config(MediaConfig, None, [o.removeprefix("media.") for o in s.media])
     answers = answer_samples(model, processor, samples, media, batch_size=s.eval_batch_size,
                              max_new_tokens=s.max_new_tokens)
     with (out / f"answers-{name}.jsonl").open("w", encoding="utf-8") as f:

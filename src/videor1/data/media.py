@@ -733,6 +733,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, *, codec: str 
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
+        # one encoder thread: with x264's own threading, encoding the same frames twice gave different bytes 2
+        # times in 12 on a loaded machine (different pixels after decoding, up to 35 levels); one thread is
+        # deterministic, gives the bytes the threaded encoder gives most of the time, and costs nothing at
+        # these sizes
+        stream.codec_context.thread_count = 1
         # crf 18 keeps synthetic colours close to the source so answers read from pixels stay true
         stream.options = {"crf": "18", "preset": "veryfast"}
         for frame in frames:

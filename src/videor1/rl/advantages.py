@@ -25,14 +25,14 @@ from videor1.config import SCALE_REWARDS
 AdvantageFn = Callable[..., Tensor]
 
 
-def _check_rewards(rewards: Tensor) -> Tensor:
+def check_rewards(rewards: Tensor) -> Tensor:
     """Rewards as a floating [B, G] tensor (float64 stays float64); raise unless [B, G] with G ≥ 1."""
     if rewards.dim() != 2 or rewards.shape[1] == 0:
         raise ValueError(f"expected rewards of shape [B, G] with G >= 1; got {tuple(rewards.shape)}")
     return rewards if rewards.is_floating_point() else rewards.float()
 
 
-def _unbiased_std(values: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+def unbiased_std(values: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """Unbiased std (n − 1 denominator) that is 0, not NaN, when only one value is reduced."""
     n = values.numel() if dim is None else values.shape[dim]
     mean = values.mean() if dim is None else values.mean(dim=dim, keepdim=True)
@@ -49,14 +49,14 @@ def group_advantages(
     scale="group": unbiased std of each group (GRPO, Video-R1); "batch": unbiased std of all B*G rewards
     (the mean is still per group); "none": no division (Dr.GRPO, arXiv 2503.20783).
     """
-    rewards = _check_rewards(rewards)  # [B, G]
+    rewards = check_rewards(rewards)  # [B, G]
     centred = rewards - rewards.mean(dim=1, keepdim=True)  # [B, G]
     if scale == "none":
         return centred  # [B, G]
     if scale == "group":
-        std = _unbiased_std(rewards, dim=1, keepdim=True)  # [B, 1]
+        std = unbiased_std(rewards, dim=1, keepdim=True)  # [B, 1]
     elif scale == "batch":
-        std = _unbiased_std(rewards)  # []
+        std = unbiased_std(rewards)  # []
     else:
         raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALE_REWARDS)}")
     return centred / (std + eps)  # [B, G]
@@ -64,7 +64,7 @@ def group_advantages(
 
 def rloo_advantages(rewards: Tensor) -> Tensor:
     """RLOO advantages A_i = R_i − mean_{j≠i} R_j (Ahmadian et al., arXiv 2402.14740): [B, G] -> [B, G]."""
-    rewards = _check_rewards(rewards)  # [B, G]
+    rewards = check_rewards(rewards)  # [B, G]
     g = rewards.shape[1]
     if g == 1:
         return torch.zeros_like(rewards)  # [B, 1] no other sample to form a baseline
@@ -74,11 +74,11 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
 
 def reinforce_pp_advantages(rewards: Tensor, *, eps: float = 1e-4) -> Tensor:
     """REINFORCE++ with group baseline (arXiv 2501.03262): R − mean_G R, then batch-whitened: [B, G] -> [B, G]."""
-    rewards = _check_rewards(rewards)  # [B, G]
+    rewards = check_rewards(rewards)  # [B, G]
     centred = rewards - rewards.mean(dim=1, keepdim=True)  # [B, G]
     # batch normalisation with the (unbiased) std of all B*G centred rewards; the batch mean is 0 up to
     # rounding after group centring, subtracted anyway to follow the paper's global whitening
-    return (centred - centred.mean()) / (_unbiased_std(centred) + eps)  # [B, G]
+    return (centred - centred.mean()) / (unbiased_std(centred) + eps)  # [B, G]
 
 
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
@@ -92,7 +92,7 @@ f(rewards [B, G], **kwargs) -> advantages [B, G]."""
 
 def informative_groups(rewards: Tensor, *, atol: float = 1e-6) -> Tensor:
     """Groups whose rewards are not all equal (DAPO dynamic sampling, arXiv 2503.14476): [B, G] -> [B] bool."""
-    rewards = _check_rewards(rewards)  # [B, G]
+    rewards = check_rewards(rewards)  # [B, G]
     spread = rewards.amax(dim=1) - rewards.amin(dim=1)  # [B]
     return spread > atol  # [B]
 

@@ -61,6 +61,9 @@ class Groups:
     inputs: Any  # processor outputs of the P prompts, or None once regrouped (rebuilt before scoring)
     completions: Completions  # N
     totals: torch.Tensor  # [P, G] total rewards
+    shuffled_totals: torch.Tensor | None = None
+    """[P, G~] the shuffled completions' rewards (NaN rows for questions without them); only with
+    algorithm.temporal_signal=joint, whose advantages compare the two groups."""
 
     @property
     def group_size(self) -> int:
@@ -74,6 +77,7 @@ class Groups:
         return Groups(
             [self.items[g] for g in groups], [self.texts[g] for g in groups], None,
             select_completions(self.completions, groups, self.group_size), self.totals[groups],
+            None if self.shuffled_totals is None else self.shuffled_totals[groups],
         )
 
     @staticmethod
@@ -84,4 +88,5 @@ class Groups:
         return Groups(
             [item for p in parts for item in p.items], [text for p in parts for text in p.texts], None,
             concat_completions([p.completions for p in parts], pad_token_id), torch.cat([p.totals for p in parts]),
+            None if parts[0].shuffled_totals is None else torch.cat([p.shuffled_totals for p in parts]),
         )

@@ -56,6 +56,12 @@ from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
 from videor1.rl.losses import grpo_loss, truncated_importance_weights
 from videor1.rl.rollout import PromptBatch, build_rollout_engine
 from videor1.rl.scoring import RewardRule, evaluate_rewards, resolve_rewards, reward_columns, total_rewards
+from videor1.rl.temporal_advantages import (
+    ema_std_advantages,
+    joint_group_advantages,
+    task_key,
+    updated_task_stds,
+)
 
 
 @dataclass
@@ -113,6 +119,8 @@ class GRPOTrainer:
         config = self.cfg
         self.accelerator, self.log = self.run.accelerator, self.run.log
         self.skipped_prompts: int = self.run.state.get("skipped_prompts", 0)
+        # temporal_signal=ema_std: each task's running reward std, saved with checkpoints for an exact resume
+        self.task_stds: dict[str, float] = dict(self.run.state.get("task_stds", {}))
         self.use_kl = config.algorithm.kl_coef > 0
         self.processor, model, reference = self.run.load_model(reference=self.use_kl)
         if config.algorithm.disable_dropout:
@@ -179,8 +187,10 @@ class GRPOTrainer:
         )
         self.rewards = resolve_rewards([(r.name, r.weight) for r in cfg.rewards])
         algo = cfg.algorithm
+        # joint normalisation is the temporal signal itself: no bonus on top (p, p~ and the test are still logged)
+        alpha = 0.0 if algo.temporal_signal == "joint" else algo.alpha
         self.reward_rule = RewardRule(
-            weights={r.name: r.weight for r in self.rewards}, alpha=algo.alpha, mu=algo.mu, threshold=algo.threshold,
+            weights={r.name: r.weight for r in self.rewards}, alpha=alpha, mu=algo.mu, threshold=algo.threshold,
             group_accuracy=algo.group_accuracy, length_bonus=algo.length.bonus if algo.length.enabled else None,
             length_min=algo.length.min_tokens, length_max=algo.length.max_tokens,
             overlong_cache=algo.overlong.cache_tokens if algo.overlong.enabled else None,
@@ -240,8 +250,9 @@ class GRPOTrainer:
         return media
 
     def _score(self, batch: list[Loaded], texts: list[str], completions: Completions, shuffled: Completions | None,
-               videos: list[int], bag: MetricBag) -> torch.Tensor:
-        """Total rewards [P, G] of a micro-batch (`videor1.rl.scoring.total_rewards`); its statistics are logged."""
+               videos: list[int], bag: MetricBag) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Total rewards [P, G] of a micro-batch (`videor1.rl.scoring.total_rewards`), its statistics logged; with
+        temporal_signal=joint also the shuffled completions' [P, G~] (the same terms, NaN rows for images)."""
         G, P = self.cfg.algorithm.num_generations, len(batch)
         samples = [item.sample for item in batch]
         prompts = [t for t in texts for _ in range(G)]
@@ -260,7 +271,24 @@ class GRPOTrainer:
         total, stats = total_rewards(per_function, lengths, is_video, shuffled_accuracy, self.reward_rule)
         for key, values in stats.items():
             bag.mean(key, values)
-        return total
+        shuffled_total = None
+        if self.cfg.algorithm.temporal_signal == "joint":
+            shuffled_total = torch.full((P, self.cfg.algorithm.num_shuffled), float("nan"))  # [P, G~]
+            if shuffled is not None:
+                shuffled_total[is_video] = self._shuffled_totals(samples, texts, shuffled, videos)
+        return total, shuffled_total
+
+    def _shuffled_totals(self, samples: list[Any], texts: list[str], shuffled: Completions,
+                         videos: list[int]) -> torch.Tensor:
+        """The shuffled completions' total rewards [V, G~]: every term of the ordered ones but the temporal bonus."""
+        G_shuffled = self.cfg.algorithm.num_shuffled
+        raw = evaluate_rewards(self.rewards, [texts[i] for i in videos for _ in range(G_shuffled)], shuffled.texts,
+                               reward_columns([samples[i] for i in videos], G_shuffled))
+        per_function = {name: values.view(len(videos), G_shuffled) for name, values in raw.items()}
+        lengths = shuffled.lengths.view(len(videos), G_shuffled).cpu()
+        total, _ = total_rewards(per_function, lengths, torch.ones(len(videos), dtype=torch.bool), None,
+                                 self.reward_rule)
+        return total  # [V, G~]
 
     def _sample_groups(self, size: int, bag: MetricBag) -> Groups:
         """`size` prompts, G completions each (+ G~ on shuffled frames for videos under T-GRPO), scored."""
@@ -281,8 +309,8 @@ class GRPOTrainer:
         generated = completions.mask.sum() + (shuffled.mask.sum() if shuffled is not None else 0)
         bag.total("perf/generated_tokens", float(generated))
         bag.total("rollout/prompt_mismatches", completions.prompt_mismatches)
-        totals = self._score(batch, texts, completions, shuffled, videos, bag)
-        return Groups(batch, texts, inputs, completions, totals)
+        totals, shuffled_totals = self._score(batch, texts, completions, shuffled, videos, bag)
+        return Groups(batch, texts, inputs, completions, totals, shuffled_totals)
 
     def _micro_batch_groups(self, bag: MetricBag) -> Groups:
         """P groups to train on; with dynamic sampling, groups with equal rewards are replaced (bounded rounds)."""
@@ -341,13 +369,28 @@ class GRPOTrainer:
         return Rollout(groups, inputs, owners, vision, ref_logp, old_logp, old_sampled_logp)
 
     # ---- advantages and update ---------------------------------------------------------------------------
-    def _assign_advantages(self, rollouts: list[Rollout]) -> None:
+    def _assign_advantages(self, rollouts: list[Rollout], bag: MetricBag) -> None:
         """Advantages from the whole step's rewards (every micro-batch, every process); each rollout gets its rows."""
-        advantages = step_advantages(
-            [r.groups.totals for r in rollouts], partial(self.estimate, **self.estimator_kwargs), self.run.gather_rows
-        )
+        algo = self.cfg.algorithm
+        totals = [r.groups.totals for r in rollouts]
+        estimate: Callable[[torch.Tensor], torch.Tensor] = partial(self.estimate, **self.estimator_kwargs)
+        if algo.temporal_signal == "joint":  # ordered and shuffled rewards side by side: [P, G + G~]
+            totals = [torch.cat([r.groups.totals, r.groups.shuffled_totals], dim=1) for r in rollouts]
+            estimate = partial(joint_group_advantages, group_size=algo.num_generations)
+        elif algo.temporal_signal == "ema_std":
+            # every process sees the step's rewards and tasks in the same order, so the running stds agree
+            tasks = gather_object([task_key(item.sample) for r in rollouts for item in r.groups.items])
+            estimate = partial(self._ema_std_estimate, tasks)
+        advantages = step_advantages(totals, estimate, self.run.gather_rows)
         for rollout, rows in zip(rollouts, advantages, strict=True):
             rollout.advantages = rows.reshape(-1).to(self.run.device)  # [N]
+            bag.mean("advantage/abs_mean", rows.abs())
+
+    def _ema_std_estimate(self, tasks: list[str], rewards: torch.Tensor) -> torch.Tensor:
+        """EMA-GRPO: the step's groups update their tasks' running reward std, which then scales them."""
+        self.task_stds = updated_task_stds(self.task_stds, rewards, tasks, decay=self.cfg.algorithm.ema_decay)
+        scale = torch.tensor([self.task_stds[task] for task in tasks], dtype=rewards.dtype)
+        return ema_std_advantages(rewards, scale)
 
     def _update(self, rollouts: list[Rollout], bag: MetricBag) -> None:
         """`num_iterations` optimizer updates, each over all of the step's micro-batches."""
@@ -439,7 +482,7 @@ class GRPOTrainer:
         with self.run.whole_model(*models):
             rollouts = [self._rollout(bag) for _ in range(self.cfg.gradient_accumulation_steps)]
         # 3) advantages over the whole step's rewards, every process's included
-        self._assign_advantages(rollouts)
+        self._assign_advantages(rollouts, bag)
         for rollout in rollouts:
             self._log_rollouts(rollout)
         # 4-5) loss, backward and one optimizer step per iteration; the rollout engine gets the new weights
@@ -471,7 +514,8 @@ class GRPOTrainer:
         """Model + processor (Auto-loadable), accelerate state, every rank's data position."""
         streams = gather_object([self.stream.state_dict()])
         return self.run.save_checkpoint(
-            self.policy, self.processor, {"skipped_prompts": self.skipped_prompts, "streams": streams}
+            self.policy, self.processor,
+            {"skipped_prompts": self.skipped_prompts, "streams": streams, "task_stds": self.task_stds},
         )
 
     def train(self) -> Any:
