@@ -43,6 +43,7 @@ IO: dict[str, tuple[str, str]] = {
     "annotate": ("a dataset and a teacher (local model or endpoint)", "--out: the kept rows with their <think>; "
                  "beside it OUT.kept/rejected/failed.jsonl (resumable), OUT.annotate.yaml and .log"),
     "demo": ("nothing", "--out: data, tiny model, SFT / T-GRPO / GRPO runs, plots, results.md"),
+    "study temporal": ("nothing", "--out: study data, tiny model, SFT, method x seed RL runs, results.md, study.png"),
     "plot": ("a run folder (metrics.jsonl)", "plots/*.png in the run folder"),
     "export": ("a checkpoint with a LoRA adapter (or an adapter folder)", "a plain merged checkpoint"),
 }
