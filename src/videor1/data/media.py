@@ -724,6 +724,22 @@ def load_image(
 # Writing (tests, synthetic data, benchmarks)
 
 
+def _zero_padded(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame in yuv420p with the bytes past each row's width set to 0.
+
+    The conversion leaves those bytes (each plane's row is padded to its alignment) uninitialised, and x264
+    reads them: the same frames encoded twice gave different bytes 1 time in 30 (up to 35 levels apart after
+    decoding), with one encoder thread as with several. Zeroed, the output is the same every time, and equal
+    to what the encoder wrote the other 29 times.
+    """
+    image = frame.reformat(format="yuv420p")
+    for plane in image.planes:
+        rows = np.frombuffer(bytes(plane), np.uint8).reshape(plane.height, plane.line_size).copy()
+        rows[:, plane.width:] = 0
+        plane.update(rows.tobytes())
+    return image
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, *, codec: str = "libx264", gop: int = 12) -> None:
     """Write frames [F, H, W, 3] uint8 to an mp4 (H and W even for yuv420p)."""
     path = Path(path)
@@ -733,15 +749,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, *, codec: str 
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
-        # one encoder thread: with x264's own threading, encoding the same frames twice gave different bytes 2
-        # times in 12 on a loaded machine (different pixels after decoding, up to 35 levels); one thread is
-        # deterministic, gives the bytes the threaded encoder gives most of the time, and costs nothing at
-        # these sizes
-        stream.codec_context.thread_count = 1
         # crf 18 keeps synthetic colours close to the source so answers read from pixels stay true
         stream.options = {"crf": "18", "preset": "veryfast"}
         for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            image = _zero_padded(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
             for packet in stream.encode(image):
                 container.mux(packet)
         for packet in stream.encode():
