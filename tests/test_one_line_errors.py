@@ -224,16 +224,22 @@ def release(fifo):
         pass  # no reader is waiting
 
 
-@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
-def test_a_fifo_is_refused_without_waiting(tmp_path, suffix):
-    fifo = tmp_path / f"rows{suffix}"
+def fifo_refusal(fifo, read):
+    """Make `fifo` a named pipe and read it with `read` in a bounded thread: the exception it ended with."""
     os.mkfifo(fifo)
-    thread, outcome = finishes(lambda: list(iter_rows(fifo)))
+    thread, outcome = finishes(read)
     alive = thread.is_alive()
     release(fifo)
     assert not alive, "reading a FIFO blocked"
-    assert isinstance(outcome.get("error"), DatasetError)
-    assert str(outcome["error"]) == f"{fifo}: not a regular file (a named pipe)"
+    return outcome.get("error")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
+def test_a_fifo_is_refused_without_waiting(tmp_path, suffix):
+    fifo = tmp_path / f"rows{suffix}"
+    error = fifo_refusal(fifo, lambda: list(iter_rows(fifo)))
+    assert isinstance(error, DatasetError)
+    assert str(error) == f"{fifo}: not a regular file (a named pipe)"
 
 
 def test_data_validate_refuses_a_fifo(tmp_path):
@@ -259,13 +265,9 @@ def test_devices_and_folders_are_refused(tmp_path):
 
 def test_the_teachers_media_fifo_is_refused(tmp_path):
     fifo = tmp_path / "clip.mp4"
-    os.mkfifo(fifo)
     sample = parse_row(good_row(path="clip.mp4"), row_number=1, media_root=tmp_path)
-    thread, outcome = finishes(lambda: media_url(sample, "data-url"))
-    alive = thread.is_alive()
-    release(fifo)
-    assert not alive, "reading a FIFO blocked"
-    assert str(outcome.get("error")) == f"{fifo}: not a regular file (a named pipe)"
+    error = fifo_refusal(fifo, lambda: media_url(sample, "data-url"))
+    assert str(error) == f"{fifo}: not a regular file (a named pipe)"
 
 
 def test_eval_score_refuses_a_fifo_and_a_nested_file(tmp_path):
@@ -273,13 +275,9 @@ def test_eval_score_refuses_a_fifo_and_a_nested_file(tmp_path):
     from videor1.eval.video_r1_outputs import OutputFileError, read_scored_file
 
     fifo = tmp_path / "outputs.json"
-    os.mkfifo(fifo)
-    thread, outcome = finishes(lambda: read_scored_file(fifo))
-    alive = thread.is_alive()
-    release(fifo)
-    assert not alive, "reading a FIFO blocked"
-    assert isinstance(outcome.get("error"), OutputFileError)
-    assert str(outcome["error"]) == f"{fifo}: not a regular file (a named pipe)"
+    error = fifo_refusal(fifo, lambda: read_scored_file(fifo))
+    assert isinstance(error, OutputFileError)
+    assert str(error) == f"{fifo}: not a regular file (a named pipe)"
     deep = tmp_path / "deep.json"
     deep.write_text(nested(200_000))
     with pytest.raises(OutputFileError, match=f"deep\\.json: JSON nested deeper than {MAX_JSON_DEPTH} levels"):
@@ -294,13 +292,9 @@ def test_a_config_that_is_a_fifo_or_nested_too_deeply_is_one_line(tmp_path):
     from videor1.config import ConfigError, TrainConfig, load_config
 
     fifo = tmp_path / "c.yaml"
-    os.mkfifo(fifo)
-    thread, outcome = finishes(lambda: load_config(TrainConfig, fifo))
-    alive = thread.is_alive()
-    release(fifo)
-    assert not alive, "reading a FIFO blocked"
-    assert isinstance(outcome.get("error"), ConfigError)
-    assert str(outcome["error"]) == f"{fifo}: not a regular file (a named pipe)"
+    error = fifo_refusal(fifo, lambda: load_config(TrainConfig, fifo))
+    assert isinstance(error, ConfigError)
+    assert str(error) == f"{fifo}: not a regular file (a named pipe)"
     deep = tmp_path / "deep.yaml"
     deep.write_text("[" * 200_000)
     with pytest.raises(ConfigError, match="deep\\.yaml: YAML nested too deeply to be a config"):

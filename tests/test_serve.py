@@ -62,8 +62,15 @@ def running_server(model: Path, root: Path, logs: Path, *options: str) -> Iterat
         # one thread: on a busy 2-core machine two spinning torch threads make the tiny model ~20x slower
         "--torch-threads", "1", *options,
     ]
+    with served(command, port, logs) as base:
+        yield {"url": base, "port": port, "logs": logs, "root": root}
+
+
+@contextmanager
+def served(command: list[str], port: int, logs: Path, **popen: object) -> Iterator[str]:
+    """Run a serve `command` (output to logs/stdout.txt), wait for /health (bounded); its base URL; always ended."""
     with (logs / "stdout.txt").open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, **popen)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_S
@@ -76,7 +83,7 @@ def running_server(model: Path, root: Path, logs: Path, *options: str) -> Iterat
                         break
             except OSError:
                 time.sleep(0.2)
-        yield {"url": base, "port": port, "logs": logs, "root": root}
+        yield base
     finally:
         process.terminate()
         try:

@@ -12,10 +12,8 @@ import json
 import resource
 import selectors
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +27,6 @@ from tests.test_annotate import SMALL_MEDIA
 from tests.test_serve import (
     API_KEY,
     REQUEST_S,
-    STARTUP_S,
     call,
     chat,
     free_port,
@@ -39,6 +36,7 @@ from tests.test_serve import (
     read_answer,
     request_head,
     running_server,
+    served,
     video_part,
     wait_for,
 )
@@ -107,28 +105,8 @@ def keyless_server(model: Path, root: Path, logs: Path, *options: str) -> Iterat
         "--allowed-media-dir", str(root), "--served-model-name", "tiny", "--log-dir", str(logs), *SMALL_MEDIA,
         "--torch-threads", "1", *options,
     ]
-    with (logs / "stdout.txt").open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=few_files)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert process.poll() is None, (logs / "stdout.txt").read_text()
-            assert time.monotonic() < deadline, "no /health within the startup limit"
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+    with served(command, port, logs, preexec_fn=few_files) as base:
         yield {"url": base, "port": port, "logs": logs, "root": root}
-    finally:
-        process.terminate()
-        try:
-            process.wait(REQUEST_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
