@@ -1,8 +1,10 @@
 """`videor1 study temporal`: the study's statistics on hand numbers, and a whole (tiny) study end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from videor1.cli import app
@@ -29,11 +31,14 @@ def test_summary_and_table_per_method_and_split():
 
 
 def test_training_stats_average_what_was_logged():
-    rows = [{"temporal/p": 0.5, "temporal/p_shuffled": 0.25, "reward/accuracy": 0.5, "advantage/abs_mean": 1.0},
-            {"temporal/p": None, "temporal/p_shuffled": None, "reward/accuracy": 1.0, "advantage/abs_mean": 0.5}]
+    rows = [{"temporal/p": 0.5, "temporal/p_shuffled": 0.25, "reward/accuracy": 0.5, "advantage/abs_mean": 1.0,
+             "groups/all_correct": 0.25, "groups/all_wrong": 0.0},
+            {"temporal/p": None, "temporal/p_shuffled": None, "reward/accuracy": 1.0, "advantage/abs_mean": 0.5,
+             "groups/all_correct": 1.0, "groups/all_wrong": 0.5}]
     stats = training_stats(rows, window=1)
     assert stats["p"] == 0.5 and stats["p_shuffled"] == 0.25 and stats["p, last steps"] is None
     assert stats["accuracy reward, last steps"] == 1.0 and stats["|advantage|"] == 0.75 and stats["KL"] is None
+    assert stats["groups all right"] == 0.625 and stats["groups all wrong"] == 0.25
 
 
 @pytest.mark.slow
@@ -41,7 +46,7 @@ def test_a_tiny_study_runs_end_to_end_from_the_command_line(tmp_path):
     out = tmp_path / "study"
     result = CliRunner().invoke(app, [
         "study", "temporal", "--out", str(out), "--seeds", "0,1", "--methods", "GRPO,T-GRPO joint",
-        "--rl-steps", "2", "--sft-steps", "4", "--n-test", "8",
+        "--rl-steps", "2", "--sft-steps", "4", "--n-test", "8", "--cue", "colour", "--rl-lr", "5e-5",
     ])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
@@ -59,3 +64,12 @@ def test_a_tiny_study_runs_end_to_end_from_the_command_line(tmp_path):
     assert "| GRPO (2 seeds) |" in (out / "results.md").read_text()
     assert (out / "study.png").stat().st_size > 0
     assert results["data"]["splits"]["test_order_only"]["rows"] == 8
+    assert results["data"]["cue"] == "colour" and results["settings"]["cue"] == "colour"
+    for run in results["runs"]:
+        assert yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())["optim"]["lr"] == 5e-5
+
+
+def test_the_study_refuses_an_unknown_cue(tmp_path):
+    result = CliRunner().invoke(app, ["study", "temporal", "--out", str(tmp_path / "s"), "--cue", "shape"])
+    assert result.exit_code == 2 and "--cue must be one of position, colour, got 'shape'" in result.output
+    assert not (tmp_path / "s").exists()

@@ -19,6 +19,7 @@ from videor1.data.synthetic.study import (
     _GAP,
     _SIDE,
     _TRAVEL,
+    COLOUR_CUE,
     ORDER_ONLY,
     SHORTCUT,
     SPLITS,
@@ -295,3 +296,78 @@ def test_fixed_letters_and_a_separate_sft_shortcut_fraction(tmp_path):
         assert abs(letters["<answer>A</answer>"] - letters["<answer>B</answer>"]) <= 1  # classes still balanced
     meta = json.loads(summary.study_json.read_text())
     assert meta["sft_shortcut_fraction"] == 1.0 and meta["fixed_letters"] is True
+
+
+# --- the colour cue (cue="colour"): the static cue is the square's colour, every path order-only ----------------
+
+
+@pytest.fixture(scope="module")
+def colour_decoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[dict, np.ndarray, float]]]:
+    """Per split: (row, x per sampled frame, the square's mean red channel) decoded as training decodes them."""
+    summary = generate_temporal_study(
+        tmp_path_factory.mktemp("colour") / "out", n_sft=N_SFT, n_rl=N_RL, n_test=N_TEST, seed=SEED, cue="colour"
+    )
+    decoded = {}
+    for split in SPLITS:
+        decoded[split] = []
+        for row in _rows(summary, split):
+            frames = load_video(summary.out_dir / row["path"], SAMPLING, BUDGET).frames.numpy()  # [4, 3, H, W]
+            mask = frames.max(axis=1) > 80
+            decoded[split].append((row, _xs(summary, row), float(frames[:, 0][mask].mean())))
+    decoded["meta"] = json.loads(summary.study_json.read_text())
+    return decoded
+
+
+def _colour_rule(red: float) -> str:
+    """The colour cue: a high red channel (red, yellow, purple) moves right, a low one (blue, cyan, green) left."""
+    return "right" if red > 128 else "left"
+
+
+def test_colour_cue_answers_cue_clips_and_is_chance_on_order_only(colour_decoded: dict) -> None:
+    cue = [(row, red) for split in SPLITS for row, _, red in colour_decoded[split] if row["task"] == COLOUR_CUE]
+    order_only = [(row, red) for row, _, red in colour_decoded["test_order_only"]]
+    assert len(cue) == 64 and all(row["task"] == ORDER_ONLY for row, _ in order_only)
+    # the red channel separates the groups after yuv420p by a wide margin (230/240/190 against 30/20/40)
+    assert all(_colour_rule(red) == _answer_text(row) for row, red in cue)
+    assert float(np.mean([_colour_rule(red) == _answer_text(row) for row, red in order_only])) == 0.5
+    in_dist = [(row, red) for row, _, red in colour_decoded["test_in_distribution"]]
+    assert float(np.mean([_colour_rule(red) == _answer_text(row) for row, red in in_dist])) == pytest.approx(0.9)
+    meta = colour_decoded["meta"]
+    assert meta["cue"] == "colour" and meta["colour_groups"] == {
+        "left": ["blue", "cyan", "green"], "right": ["red", "yellow", "purple"]}
+    assert meta["splits"]["test_order_only"]["static_shortcut_accuracy"] == 0.5
+    assert meta["splits"]["test_in_distribution"]["static_shortcut_accuracy"] == pytest.approx(0.9)
+
+
+def test_colour_cue_leaves_no_positional_cue_and_the_order_answers(colour_decoded: dict) -> None:
+    for split in SPLITS:
+        pairs = [(row, xs) for row, xs, _ in colour_decoded[split]]
+        assert _accuracy(_order, pairs) == 1.0, split
+        # every path inside one half drawn independently of the direction: the side of the centre is chance
+        assert abs(_accuracy(_single_frame, pairs) - 0.5) <= 0.05 + 1 / len(pairs), split
+        for row, xs in pairs:
+            assert xs.min() >= SIZE / 2 + 0.9 or xs.max() <= SIZE / 2 - 0.9, (row["problem_id"], xs)
+
+
+def test_colour_cue_is_in_the_pixels_only(colour_decoded: dict) -> None:
+    from videor1.data.synthetic.drawing import PALETTE
+
+    for split in SPLITS:
+        for row, _, _ in colour_decoded[split]:
+            text = " ".join([row["problem"], row.get("process") or ""])
+            assert not any(colour in text for colour in PALETTE), text
+            assert row["problem"] == "In which direction is the square moving?"
+
+
+def test_the_colour_cue_leaves_the_positional_study_unchanged(tmp_path: Path) -> None:
+    # the colour cue's extra draws happen only under it: the positional data are what they were
+    a = generate_temporal_study(tmp_path / "a", n_sft=4, n_rl=4, n_test=4, seed=3)
+    b = generate_temporal_study(tmp_path / "b", n_sft=4, n_rl=4, n_test=4, seed=3, cue="position")
+    assert a.rl_json.read_text() == b.rl_json.read_text()
+    plan = _plan(np.random.default_rng(5), 40, 0.8, cue="colour")
+    assert all(p.group == p.label for p in plan if p.task == COLOUR_CUE)
+    # order-only clips: 8 rows, 4 per class, each class's colour groups 2 and 2
+    assert Counter((p.label, p.group) for p in plan if p.task == ORDER_ONLY) == {
+        (c, g): 2 for c in (0, 1) for g in (0, 1)}
+    with pytest.raises(ValueError, match="cue must be one of position, colour"):
+        generate_temporal_study(tmp_path / "c", n_sft=4, n_rl=4, n_test=4, seed=0, cue="shape")

@@ -266,21 +266,30 @@ def study_temporal(
     sft_steps: Annotated[int, typer.Option(help="SFT cold-start steps")] = 600,
     n_test: Annotated[int, typer.Option(help="questions per held-out split")] = 200,
     shortcut_fraction: Annotated[float, typer.Option(help="share of training questions one frame answers")] = 0.8,
+    cue: Annotated[str, typer.Option(help="the static cue of those questions: position or colour")] = "position",
+    sft_shortcut_fraction: Annotated[
+        float, typer.Option(help="share of the SFT questions one frame answers (the rest order-only)")
+    ] = 1.0,
+    rl_lr: Annotated[float, typer.Option(help="RL learning rate (cosine schedule)")] = 1e-4,
     torch_threads: TorchThreads = None,
 ) -> None:
     """GRPO, T-GRPO and its formulations from one SFT model, several seeds, on a task with a static shortcut."""
     from dataclasses import replace
 
+    from videor1.data.synthetic.study import CUES
     from videor1.models.load import set_torch_threads
     from videor1.study import StudySettings, run_temporal_study
 
+    if cue not in CUES:
+        err_console.print(f"[red]error:[/red] --cue must be one of {', '.join(CUES)}, got {cue!r}")
+        raise typer.Exit(2)
     set_torch_threads(torch_threads)
     settings = StudySettings(
-        n_test=n_test, shortcut_fraction=shortcut_fraction,
+        n_test=n_test, shortcut_fraction=shortcut_fraction, cue=cue, sft_shortcut_fraction=sft_shortcut_fraction,
         seeds=[int(part) for part in seeds.split(",") if part.strip()],
         methods=[part.strip() for part in methods.split(",") if part.strip()],
     )
-    settings.training = replace(settings.training, rl_steps=rl_steps, sft_steps=sft_steps)
+    settings.training = replace(settings.training, rl_steps=rl_steps, sft_steps=sft_steps, rl_lr=rl_lr)
     run_temporal_study(out, seed=seed, settings=settings,
                        say=lambda line: console.print(line, markup=False, highlight=False))
 

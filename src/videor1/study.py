@@ -51,6 +51,8 @@ class StudySettings:
     # (80% shortcut, 20% order-only) then has to teach the order. With 20% order-only clips in SFT too, the tiny
     # model's rationale already named the direction of 99.5% of order-only clips: nothing left to study
     sft_shortcut_fraction: float = 1.0
+    cue: str = "position"
+    """The training distribution's static cue: where the motion starts, or the square's colour."""
     size: int = 56
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -84,6 +86,8 @@ def training_stats(rows: Sequence[dict[str, Any]], *, window: int = 20) -> dict[
         "p, last steps": mean("temporal/p", last), "p_shuffled, last steps": mean("temporal/p_shuffled", last),
         "temporal rate": mean("temporal/rate", rows), "accuracy reward, last steps": mean("reward/accuracy", last),
         "|advantage|": mean("advantage/abs_mean", rows), "KL": mean("loss/kl", rows),
+        # groups whose answers all agree carry no advantage under group normalisation
+        "groups all right": mean("groups/all_correct", rows), "groups all wrong": mean("groups/all_wrong", rows),
     }
 
 
@@ -175,10 +179,10 @@ def run_temporal_study(out: str | Path, *, seed: int = 0, settings: StudySetting
     begin = time.perf_counter()
     total = 2 + len(s.methods) * len(s.seeds)
     say(f"[1/{total}] data: {s.n_sft} SFT, {s.n_rl} RL, 2 x {s.n_test} held-out questions "
-        f"(shortcut fraction {s.shortcut_fraction}); a tiny Qwen2.5-VL")
+        f"({s.cue} cue, shortcut fraction {s.shortcut_fraction}); a tiny Qwen2.5-VL")
     data = generate_temporal_study(out / "data", n_sft=s.n_sft, n_rl=s.n_rl, n_test=s.n_test, seed=seed,
                                    shortcut_fraction=s.shortcut_fraction, size=s.size,
-                                   sft_shortcut_fraction=s.sft_shortcut_fraction, fixed_letters=True)
+                                   sft_shortcut_fraction=s.sft_shortcut_fraction, fixed_letters=True, cue=s.cue)
     tests = {split: load_dataset(out / "data" / name, out / "data").samples for split, name in TEST_SPLITS.items()}
     tiny = str(build_tiny(out / "tiny-model", family="qwen2_5_vl", corpus=dataset_corpus(data.sft_json),
                           seed=seed))

@@ -22,6 +22,14 @@ every frame. A path in one half travels at most 0.375 of the width (half the wid
 0.3 gives 2.4 px per frame at 56 px and 8 frames, 4.8 px or more between any two of 4 uniformly sampled
 frames (the existing motion_direction task moves 4 px per frame, crossing the centre).
 
+The second static cue, `cue="colour"` (issue 28's next idea, after the model never took the positional cue):
+every clip's path is an order-only path, so no position answers; instead, in `direction_colour_cue` clips the
+square's colour decides the direction (blue, cyan or green move left; red, yellow or purple right: the red
+channel alone separates them), and in order-only clips the colour group is drawn independently of the
+direction, balanced per class. The colour is visible in every frame, shuffled or not, and the question and
+rationale do not name it, so the cue is in the pixels only. A model that takes it answers shuffled frames as
+well as ordered ones (p̃ ≈ p), which is what a temporal signal is meant to discourage.
+
 What stays readable from one frame at a known time: the square's place inside its half (an inward clip
 ends next to the centre, an outward one next to an edge). That needs the frame's time, so it does not
 survive shuffling; T-GRPO's shuffled group counts it as temporal. docs/temporal.md has the measured numbers.
@@ -45,7 +53,9 @@ from videor1.data.synthetic.tasks import TaskSpec, _check_rationale, _fields
 from videor1.data.synthetic.writer import _apportion, _write_media
 
 STUDY_VERSION = "1"
-SHORTCUT, ORDER_ONLY = "direction_shortcut", "direction_order_only"
+SHORTCUT, ORDER_ONLY, COLOUR_CUE = "direction_shortcut", "direction_order_only", "direction_colour_cue"
+CUES = ("position", "colour")
+"""The static cue of the training distribution: where the motion starts, or the square's colour."""
 STUDY_TASKS: dict[str, TaskSpec] = {
     SHORTCUT: TaskSpec(
         SHORTCUT, "multiple choice", "video", True,
@@ -54,6 +64,10 @@ STUDY_TASKS: dict[str, TaskSpec] = {
     ORDER_ONLY: TaskSpec(
         ORDER_ONLY, "multiple choice", "video", True,
         "A square moves left or right inside one half of the frame, the half independent of the direction.",
+    ),
+    COLOUR_CUE: TaskSpec(
+        COLOUR_CUE, "multiple choice", "video", True,
+        "As direction_order_only, but the square's colour group decides the direction: any frame shows it.",
     ),
 }  # fmt: skip
 SPLITS = ("sft", "rl", "test_in_distribution", "test_order_only")
@@ -65,6 +79,8 @@ _TRAVEL = 0.3  # path length; at most 0.5 - _SIDE / 2 = 0.375, so that a path fi
 _GAP = 0.025
 # Study generators are seeded [seed, _STREAM, split(, row)]: apart from generate()'s [seed, split(, row)].
 _STREAM = 28
+# The colour cue's groups, index = class: low red channel moves left, high red channel right.
+_COLOUR_GROUPS = (("blue", "cyan", "green"), ("red", "yellow", "purple"))
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class _Planned:
     label: int  # index into _CLASSES
     letter: int  # position of the correct option
     half: int  # half of the frame holding the path: 0 left, 1 right
+    group: int | None = None  # colour group (cue="colour" only): index into _COLOUR_GROUPS
 
 
 def _stratified(rng: np.random.Generator, strata: np.ndarray, k: int) -> np.ndarray:
@@ -101,8 +118,10 @@ def _stratified(rng: np.random.Generator, strata: np.ndarray, k: int) -> np.ndar
     return labels
 
 
-def _plan(rng: np.random.Generator, n: int, shortcut_fraction: float, fixed_letters: bool = False) -> list[_Planned]:
-    """Shuffled rows of one split: an exact shortcut quota; answers, letters and halves balanced."""
+def _plan(
+    rng: np.random.Generator, n: int, shortcut_fraction: float, fixed_letters: bool = False, cue: str = "position"
+) -> list[_Planned]:
+    """Shuffled rows of one split: an exact shortcut quota; answers, letters, halves (and colour groups) balanced."""
     n_shortcut, n_order = _apportion(n, [shortcut_fraction, 1 - shortcut_fraction])
     order_only = np.repeat([0, 1], [n_shortcut, n_order])  # [n]
     labels = _stratified(rng, order_only, 2)
@@ -114,10 +133,20 @@ def _plan(rng: np.random.Generator, n: int, shortcut_fraction: float, fixed_lett
     halves = labels.copy()  # a shortcut path lies in the half its direction points to
     rows = np.flatnonzero(order_only)
     halves[rows] = _stratified(rng, labels[rows], 2)
+    groups: list[int | None] = [None] * n
     tasks = (SHORTCUT, ORDER_ONLY)
+    if cue == "colour":
+        # every path an order-only path: the colour is the only static cue (extra draws only here, so the
+        # positional study's data stay as they were)
+        cue_rows = np.flatnonzero(order_only == 0)
+        halves[cue_rows] = _stratified(rng, labels[cue_rows], 2)
+        drawn = labels.copy()  # a cue clip's colour group is its class
+        drawn[rows] = _stratified(rng, labels[rows], 2)
+        groups = [int(g) for g in drawn]
+        tasks = (COLOUR_CUE, ORDER_ONLY)
     planned = [
-        _Planned(tasks[v], int(c), int(x), int(h))
-        for v, c, x, h in zip(order_only, labels, letters, halves, strict=True)
+        _Planned(tasks[v], int(c), int(x), int(h), g)
+        for v, c, x, h, g in zip(order_only, labels, letters, halves, groups, strict=True)
     ]
     return [planned[i] for i in rng.permutation(n)]
 
@@ -139,8 +168,8 @@ def _direction_clip(rng: np.random.Generator, cv: _Canvas, row: _Planned) -> _It
     """One square moves steadily left or right along the planned path; the question asks which way."""
     s, f = cv.size, cv.n_frames
     direction = _CLASSES[row.label]
-    # Same draws in the same order for both variants: a seed gives the same colour, height and options.
-    colour = _pick(rng, list(PALETTE))
+    # Same draws in the same order for every variant: a seed gives the same colour, height and options.
+    colour = _pick(rng, list(PALETTE) if row.group is None else list(_COLOUR_GROUPS[row.group]))
     cy = rng.uniform(_SIDE * s / 2, s - _SIDE * s / 2)
     options, answer = _choices(rng, direction, [c for c in _CLASSES if c != direction], row.letter)
     x0, x1 = _path(rng, cv, row)
@@ -157,7 +186,11 @@ def _direction_clip(rng: np.random.Generator, cv: _Canvas, row: _Planned) -> _It
         f"{first[0] / s:.2f} to {last[0] / s:.2f} as time goes on, so it moves {direction}: option {answer}."
     )
     brief = f"The {colour} square is further {direction} in each later frame, so it moves {direction}."
-    return _Item(video, f"In which direction is the {colour} square moving?", options, answer, think, brief)
+    question = f"In which direction is the {colour} square moving?"
+    if row.group is not None:  # the colour cue is in the pixels only, not in the text
+        think, brief = (text.replace(f"{colour} square", "square") for text in (think, brief))
+        question = question.replace(f"{colour} square", "square")
+    return _Item(video, question, options, answer, think, brief)
 
 
 def _write_split(
@@ -189,8 +222,9 @@ def _write_split(
 
 
 def _static_shortcut_accuracy(plan: list[_Planned]) -> float:
-    """Accuracy of "the answer is the side of the centre the square is on" (any frame after the first)."""
-    return sum(p.half == p.label for p in plan) / len(plan)
+    """Accuracy of the static rule: the side of the centre the square is on (any frame after the first), or
+    the colour's group under the colour cue."""
+    return sum((p.half if p.group is None else p.group) == p.label for p in plan) / len(plan)
 
 
 def generate_temporal_study(
@@ -207,17 +241,21 @@ def generate_temporal_study(
     rationale: str = "brief",
     sft_shortcut_fraction: float | None = None,
     fixed_letters: bool = False,
+    cue: str = "position",
 ) -> StudySummary:
     """Write sft.json, rl.json, test_in_distribution.json, test_order_only.json, study.json and the media.
 
     rl and test_in_distribution hold `shortcut_fraction` shortcut clips (an exact quota) and order-only clips
     for the rest, sft `sft_shortcut_fraction` (default: the same); test_order_only holds order-only clips only.
-    Answers are balanced in every split, and letters too unless `fixed_letters` (A left, B right).
+    Answers are balanced in every split, and letters too unless `fixed_letters` (A left, B right). `cue` is the
+    static cue of the shortcut clips: "position" (direction_shortcut) or "colour" (direction_colour_cue).
     """
     out_dir = Path(out_dir)
     sizes = {"sft": n_sft, "rl": n_rl, "test_in_distribution": n_test, "test_order_only": n_test}
     _validate(sizes, seed=seed, shortcut_fraction=shortcut_fraction, size=size, n_frames=n_frames, fps=fps)
     _check_rationale(rationale)
+    if cue not in CUES:
+        raise ValueError(f"cue must be one of {', '.join(CUES)}, got {cue!r}")
     sft_fraction = shortcut_fraction if sft_shortcut_fraction is None else sft_shortcut_fraction
     if not 0.0 <= sft_fraction <= 1.0:
         raise ValueError(f"sft_shortcut_fraction must be in [0, 1], got {sft_fraction}")
@@ -229,17 +267,17 @@ def generate_temporal_study(
     first_id = 0
     for split_index, split in enumerate(SPLITS):
         fraction = {"test_order_only": 0.0, "sft": sft_fraction}.get(split, shortcut_fraction)
-        plan = _plan(np.random.default_rng([seed, _STREAM, split_index]), sizes[split], fraction, fixed_letters)
+        plan = _plan(np.random.default_rng([seed, _STREAM, split_index]), sizes[split], fraction, fixed_letters, cue)
         rows, digests = _write_split(
             out_dir, plan, seed=seed, split_index=split_index, first_id=first_id, canvas=canvas,
             rationale=rationale, keep_process=split != "rl",
         )  # fmt: skip
         splits[split] = rows
         first_id += len(rows)
-        counts[split] = {task: sum(p.task == task for p in plan) for task in STUDY_TASKS}
+        counts[split] = {task: sum(p.task == task for p in plan) for task in _tasks(cue)}
         meta_splits[split] = {
             "file": f"{split}.json", "rows": len(rows), "counts": counts[split],
-            "shortcut_fraction": counts[split][SHORTCUT] / len(rows),
+            "shortcut_fraction": counts[split][_tasks(cue)[0]] / len(rows),
             "chance": 1 / len(_CLASSES),  # two options, answers and letters balanced
             "static_shortcut_accuracy": _static_shortcut_accuracy(plan),
         }  # fmt: skip
@@ -249,10 +287,11 @@ def generate_temporal_study(
             # a shortcut clip is colour x height x direction only, so test clips can repeat training clips
             meta_splits[split]["clips_also_in_training"] = sum(d in training_clips for d in digests)
     meta = {
-        "generator": "videor1.data.synthetic.study", "version": STUDY_VERSION, "seed": seed,
+        "generator": "videor1.data.synthetic.study", "version": STUDY_VERSION, "seed": seed, "cue": cue,
         "shortcut_fraction": shortcut_fraction, "sft_shortcut_fraction": sft_fraction,
         "fixed_letters": fixed_letters, "size": size, "n_frames": n_frames, "fps": fps,
         "rationale": rationale, "square_side": _SIDE, "travel": _TRAVEL, "classes": list(_CLASSES),
+        **({"colour_groups": dict(zip(_CLASSES, map(list, _COLOUR_GROUPS), strict=True))} if cue == "colour" else {}),
         "splits": meta_splits,
     }  # fmt: skip
     # JSON last: a run that dies half-way leaves no split file pointing at missing media.
@@ -264,6 +303,11 @@ def generate_temporal_study(
         out_dir, paths["sft"], paths["rl"], paths["test_in_distribution"], paths["test_order_only"],
         paths["study"], counts,
     )  # fmt: skip
+
+
+def _tasks(cue: str) -> tuple[str, str]:
+    """The shortcut task of a cue, then the order-only task."""
+    return (SHORTCUT if cue == "position" else COLOUR_CUE, ORDER_ONLY)
 
 
 def _validate(
