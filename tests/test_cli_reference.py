@@ -9,7 +9,7 @@ from videor1.cli_reference import BEGIN, END, IO, MEDIA_FLAGS, commands, markdow
 from videor1.config import MediaConfig, SFTConfig, TrainConfig, inference_media, load_config
 
 ROOT = typer.main.get_command(app)
-DECODES_MEDIA = {"eval", "infer", "serve", "annotate", "data validate"}
+DECODES_MEDIA = {"eval", "infer", "serve", "annotate", "data validate", "data prepare"}
 RUNS_A_MODEL_ON_CPU = {"eval", "eval run", "infer", "serve", "annotate", "demo"}
 
 
@@ -25,7 +25,7 @@ def test_every_command_that_decodes_media_has_the_same_media_flags_and_help():
         field = flag[2:].replace("-", "_")
         helps = {found[name][flag].help.rsplit(" (default: ", 1)[0] for name in DECODES_MEDIA}
         assert helps == {MediaConfig.model_fields[field].description}, flag
-        for name in DECODES_MEDIA - {"data validate"}:  # the answering commands share inference defaults
+        for name in DECODES_MEDIA - {"data validate", "data prepare"}:  # the answering commands: inference defaults
             assert found[name][flag].help.endswith(f"(default: {_shown(getattr(inference_media(), field))})")
     assert "--frames" in found["eval"]["--max-frames"].opts  # the older spelling still parses
 

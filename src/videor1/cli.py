@@ -153,6 +153,136 @@ def data_synth(
     console.print(f"wrote {summary.train_json} and {summary.test_json}")
 
 
+@data_app.command("fetch")
+def data_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="registry names; --list shows them")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="folder; each name lands in TO/NAME")] = None,
+    subset: Annotated[
+        list[str] | None, typer.Option("--subset", help="only this named part of each name (repeatable)")
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="also files matching this pattern (repeatable); alone: only these files"),
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="branch, tag or commit instead of the registry's")] = None,
+    repo: Annotated[str | None, typer.Option(help="hub repo id instead of the registry's (a mirror)")] = None,
+    token: Annotated[str | None, typer.Option(help="hub token; default: HF_TOKEN or the saved login")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="files downloaded at once")] = 8,
+    list_sources: Annotated[bool, typer.Option("--list", help="print the registry and exit")] = False,
+) -> None:
+    """Download datasets from the Hugging Face hub into TO/NAME; a rerun resumes, offline it only verifies."""
+    from videor1.data.fetch import FetchError, FetchInputError, fetch, select
+    from videor1.data.sources import SOURCES
+
+    def bad_input(message: str) -> typer.Exit:
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        return typer.Exit(2)
+
+    if list_sources:
+        table = Table(title="videor1 data fetch NAME --to DIR", title_justify="left")
+        for column in ("name", "hub repo", "revision", "size", "gated", "subsets"):
+            table.add_column(column, no_wrap=column in ("name", "hub repo", "revision"))
+        for source in SOURCES.values():
+            revision_shown = source.revision[:7] if len(source.revision) == 40 else source.revision
+            table.add_row(
+                source.name, source.repo_id, revision_shown, source.size, "yes" if source.gated else "no",
+                ", ".join(source.subsets),
+            )
+        console.print(table)
+        return
+    if not names:
+        raise bad_input(f"name a dataset to fetch: {', '.join(SOURCES)} (--list describes them)")
+    if to is None:
+        raise bad_input("--to DIR is required: each name is fetched into DIR/NAME")
+    if len(names) > 1 and (revision or repo):
+        raise bad_input("--revision and --repo apply to one name; fetch the others in their own command")
+    try:
+        for name in names:  # every name and subset is checked before anything is downloaded
+            select(name, subset, include)
+    except FetchInputError as exc:
+        raise bad_input(str(exc)) from exc
+    failed = 0
+    for name in names:
+        try:
+            result = fetch(
+                name, to, subset=subset, allow_patterns=include, revision=revision, repo_id=repo, token=token,
+                workers=workers, console=err_console,
+            )
+        except FetchInputError as exc:
+            raise bad_input(str(exc)) from exc
+        except FetchError as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            failed += 1
+            continue
+        console.print(
+            f"{result.name}: {len(result.files)} files of {result.repo_id}@{result.commit[:7]} in "
+            f"{result.local_dir} ({result.downloaded} downloaded now); manifest {result.manifest}",
+            markup=False, highlight=False,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@data_app.command("prepare")
+@media_options(MediaConfig)
+def data_prepare(
+    folder: Annotated[Path, typer.Argument(help="the folder `data fetch` wrote (or one set folder in it)")],
+    only: Annotated[list[str] | None, typer.Option("--only", help="prepare only this set (repeatable)")] = None,
+    max_unpacked_bytes: Annotated[
+        int, typer.Option(min=1, help="most bytes one archive may unpack (2**40: 1 TiB)")
+    ] = 1 << 40,
+    max_members: Annotated[int, typer.Option(min=1, help="most members one archive may hold")] = 2_000_000,
+    max_ratio: Annotated[
+        float, typer.Option(min=0, help="most a member may be compressed, unpacked:packed (0: no limit)")
+    ] = 100.0,
+    check_media: Annotated[
+        bool, typer.Option("--check-media/--no-check-media", help="decode every media file (else only look for it)")
+    ] = True,
+    *,
+    media: dict,
+) -> None:
+    """Unpack fetched releases safely, convert the benchmarks to evaluation files, validate everything."""
+    from videor1.data.archives import ArchiveError, Limits
+    from videor1.data.prepare import PrepareError, prepare
+
+    limits = Limits(max_unpacked_bytes=max_unpacked_bytes, max_members=max_members, max_ratio=max_ratio)
+    media_config = MediaConfig.model_validate(stage_media(MediaConfig(), media))  # bad values: FriendlyGroup's line
+    try:
+        summary = prepare(
+            folder, only=only, limits=limits, check_media=check_media, media=media_config, progress=_progress,
+            say=lambda line: err_console.print(line, markup=False, highlight=False),
+        )
+    except (PrepareError, ArchiveError) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # paths may hold [..]
+        raise typer.Exit(2) from exc
+    for entry in summary.sets:
+        media = f"media {entry.media_found} found, {entry.media_missing} missing"
+        if check_media:
+            media += f", {entry.media_bad} bad of {entry.media_checked} decoded"
+        console.print(
+            f"{entry.name}: {entry.rows} rows, {entry.valid_rows} valid, {entry.bad_rows} bad, "
+            f"{entry.issues} conversion issues; {media}", markup=False, highlight=False,
+        )
+        by = "category" if entry.kind == "benchmark" else "data_source"
+        console.print(_counts_table(f"{entry.name} rows by {by}", Counter(entry.by_category)))
+        if entry.video_r1:
+            v = entry.video_r1
+            console.print(
+                f"{entry.name} vs Video-R1's eval file: {v['paired']} paired, {v['only_ours']} only here, "
+                f"{v['only_video_r1']} only there, differences {v['differences']}", markup=False, highlight=False,
+            )
+        for line in entry.problems:
+            console.print(line, markup=False, highlight=False)
+        if entry.problem_count > len(entry.problems):
+            console.print(
+                f"... {entry.problem_count} problems in all: {entry.folder}/prepare_problems.txt",
+                markup=False, highlight=False,
+            )
+    verdict = "[green]OK[/green]" if summary.ok else "[red]FAILED[/red]"
+    console.print(f"{verdict}: wrote {escape(str(folder / 'prepare.json'))}", highlight=False)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
 @models_app.command("tiny")
 def models_tiny(
     out: Annotated[Path, typer.Argument(help="output folder")],

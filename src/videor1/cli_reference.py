@@ -26,6 +26,11 @@ IO: dict[str, tuple[str, str]] = {
                       "problems per row and file on stdout; exit 1 when any"),
     "data stats": ("a dataset file", "counts by data type, problem type and source"),
     "data synth": ("nothing (a seed)", "a synthetic dataset: train.json, test.json, synth.json, media"),
+    "data fetch": ("registry names, from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE honoured)",
+                   "DIR/NAME: the repo's files as published, fetch.json; exit 1 when a download failed"),
+    "data prepare": ("the folder data fetch wrote (or one set folder in it)",
+                     "per set eval_<set>.json (benchmarks), prepare_problems.txt, compare_video_r1.json; "
+                     "prepare.json; exit 1 on any problem"),
     "models tiny": ("a dataset file (tokenizer corpus), optional", "a tiny random Qwen-VL checkpoint"),
     "sft": ("a YAML config and key=value overrides; CoT data", "output_dir: config.yaml, metrics.jsonl, train.log, "
             "trackers, checkpoint-N/"),
@@ -93,8 +98,8 @@ def markdown(app: typer.Typer) -> str:
     media = ", ".join(f"`{flag}`" for flag in sorted(MEDIA_FLAGS))
     rows += ["", f"Media options, the same names and help in every command that decodes media: {media}. Their "
              "defaults are the paper's inference budgets (16 frames of at most 256·28·28 pixels) in eval, infer, "
-             "serve and annotate, and the training budgets (128·28·28) in data validate, which checks training "
-             "data; each command's --help shows its own."]
+             "serve and annotate, and the training budgets (128·28·28) in data validate and data prepare, which "
+             "check that the media decodes; each command's --help shows its own."]
     return "\n".join(rows)
 
 
