@@ -261,3 +261,15 @@ def test_thread_prefetch_yields_the_same_sequence(tmp_path):
     assert 4 not in sum(ids, [])
     # 16 loaded + 2 failed = 18 attempted = two full epochs of 9
     assert state == {"epoch": 2, "cursor": 0, "attempted": 18, "failed": 2}
+
+
+def test_workers_decode_the_next_batch_while_the_caller_computes(tmp_path):
+    load = FakeLoad()
+    stream = _stream(_samples(tmp_path, 20), load, seed=1, num_workers=1)
+    first = [item.sample.problem_id for item in stream.next_batch(4)]
+    for _, future in list(stream._ahead):  # the caller "computes"; the worker goes on meanwhile
+        future.result()
+    assert len(load.calls) == 8 and load.calls[:4] == first  # the whole next batch was decoded ahead, in order
+    second = [item.sample.problem_id for item in stream.next_batch(4)]
+    assert second == load.calls[4:8]  # handed out as decoded, nothing decoded twice
+    stream.close()

@@ -267,6 +267,13 @@ class ModelConfig(StrictModel):
     attn_implementation: str | None = Field(None, description="e.g. sdpa or flash_attention_2; None = default")
     freeze_vision: bool = Field(True, description="keep the vision tower (and merger) frozen")
     gradient_checkpointing: bool = False
+    logit_chunk_tokens: int | None = Field(
+        1024,
+        ge=1,
+        description="tokens per chunk of the vocabulary projection (lm_head, temperature, log-softmax) when scoring "
+        "completions and in SFT's loss, recomputed in backward, so no [tokens, vocabulary] tensor exists; null: all "
+        "tokens at once and kept for backward (memory grows with tokens x vocabulary)",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     tiny: TinyModelConfig | None = Field(None, description="build a tiny model if name_or_path is missing")
 
@@ -292,7 +299,10 @@ class DataConfig(StrictModel):
     max_failure_fraction: float = Field(
         0.05, ge=0, le=1, description="stop with an error once this fraction of loaded samples failed"
     )
-    num_workers: int = Field(0, ge=0, description="media-decoding worker processes (0 = in the main process)")
+    num_workers: int = Field(
+        0, ge=0, description="media-decoding threads that decode the next batch while a step computes (0: decode in "
+        "the main thread when a batch is needed)",
+    )
     synthetic: SyntheticDataConfig | None = None
 
 

@@ -147,7 +147,7 @@ def check_shardable(config: RecipeConfig, num_processes: int) -> None:
 RESUMABLE_SETTINGS = (
     "output_dir", "max_steps", "save_every", "save_total_limit", "report_to", "log_rollouts", "eval", "torch_threads",
     "data.media_root", "data.num_workers", "data.max_failure_fraction",
-    "model.attn_implementation", "model.gradient_checkpointing",
+    "model.attn_implementation", "model.gradient_checkpointing", "model.logit_chunk_tokens",
     "distributed.reshard_after_forward", "distributed.cpu_offload",
     "generation.vllm.gpu_memory_utilization", "generation.vllm.enforce_eager", "generation.vllm.max_model_len",
     "generation.vllm.enable_sleep_mode", "generation.vllm.check_prompts",

@@ -68,7 +68,8 @@ class PromptStream:
         self.on_failure = on_failure
         self.epoch, self.cursor = 0, 0
         self._order = self._epoch_order(0)
-        # Decoding runs ahead in threads (PyAV releases the GIL); the cursor only counts consumed samples.
+        # Decoding runs ahead in threads (PyAV releases the GIL), a batch beyond the one handed out; the cursor only
+        # counts consumed samples, so what was decoded ahead is decoded again after a resume, never skipped.
         self._pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
         self._ahead: deque[tuple[Sample, Future]] = deque()
         self._next_epoch, self._next_cursor = 0, 0
@@ -126,6 +127,9 @@ class PromptStream:
                 batch.append(Loaded(sample, media, seconds))
             # judged after every attempt: failures early on count once enough samples have been tried
             self.budget.record(1, int(failed))
+        if self._pool is not None:
+            # the next batch decodes while the caller computes with this one: media leaves the step's critical path
+            self._schedule(size)
         return batch
 
     @property

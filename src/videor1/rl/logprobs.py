@@ -25,38 +25,15 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
+from videor1.models.head import DEFAULT_CHUNK_TOKENS, token_logprobs, truncated_logprobs  # noqa: F401 (re-exported)
 from videor1.models.load import unwrap_peft
 from videor1.models.mrope import use_released_positions
 from videor1.models.positions import completion_positions, prompt_positions
-from videor1.models.sampler import filter_logits
 from videor1.rl.prefix_attention import check_prefix_attention, layout_mask
 
 Scoring = Literal["shared_prefix", "full"]
 
 _REPEATED_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
-
-
-def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[ids] without materialising the full [N, T, V] log-probabilities."""
-    picked = torch.gather(logits, -1, ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
-    return picked - torch.logsumexp(logits, dim=-1)  # [N, T]
-
-
-def truncated_logprobs(
-    logits: torch.Tensor, ids: torch.Tensor, *, top_k: int | None, top_p: float, rows_per_chunk: int = 1024
-) -> torch.Tensor:
-    """[N, T] log-probs of `ids` after top-k then top-p (HF's and vLLM's rule) and renormalisation; no gradient.
-
-    logits [N, T, V] already divided by the temperature. A token the truncation removes gets -inf. Rows are
-    filtered in chunks, so at most `rows_per_chunk` x V extra values live at once.
-    """
-    flat, flat_ids = logits.detach().reshape(-1, logits.shape[-1]), ids.reshape(-1)  # [N*T, V], [N*T]
-    with torch.no_grad():
-        parts = [
-            selective_log_softmax(filter_logits(chunk, top_k, top_p), chunk_ids)
-            for chunk, chunk_ids in zip(flat.split(rows_per_chunk), flat_ids.split(rows_per_chunk), strict=True)
-        ]
-    return torch.cat(parts).view(ids.shape)  # [N, T]
 
 
 class Scores(NamedTuple):
@@ -173,7 +150,10 @@ class CompletionScorer(nn.Module):
     `scoring` picks the shared-prefix path or the full-sequence reference (module docstring).
     """
 
-    def __init__(self, model: nn.Module, suppressed: list[int] | None = None, *, scoring: Scoring = "full"):
+    def __init__(
+        self, model: nn.Module, suppressed: list[int] | None = None, *, scoring: Scoring = "full",
+        chunk_tokens: int | None = DEFAULT_CHUNK_TOKENS,
+    ):  # fmt: skip
         super().__init__()
         if scoring not in ("shared_prefix", "full"):
             raise ValueError(f"unknown scoring {scoring!r}; expected shared_prefix or full")
@@ -181,6 +161,7 @@ class CompletionScorer(nn.Module):
         self.model = model
         self.suppressed = list(suppressed or [])
         self.scoring = scoring
+        self.chunk_tokens = chunk_tokens  # None: the [N, T, V] logits at once (`videor1.models.head`)
         if scoring == "shared_prefix":
             check_prefix_attention(model)
 
@@ -201,26 +182,27 @@ class CompletionScorer(nn.Module):
         if vision is None:
             vision = encode_vision(self.model, prompt)
         num_tokens = completion_ids.shape[1]
+        # the language model's final hidden states, then lm_head a chunk at a time (`videor1.models.head`);
+        # peft injects LoRA into these modules, so the inner model is the adapted one
+        base = unwrap_peft(self.model)
         if self.scoring == "shared_prefix":
             inputs = packed_inputs(self.model, prompt, completion_ids, group_size(owners, len(prompt["input_ids"])))
-            out = self.model(**inputs, mm_encoder_outputs=vision, use_cache=False)
-            logits = out.logits.reshape(len(owners), num_tokens, -1).float() / temperature  # [N, T, V]
+            predictors = inputs.pop("logits_to_keep")  # [G*T]
+            hidden = base.model(**inputs, mm_encoder_outputs=vision, use_cache=False).last_hidden_state
+            hidden = hidden[:, predictors].reshape(len(owners), num_tokens, -1)  # [N, T, H]
         else:
-            config = unwrap_peft(self.model).config
             inputs, orders = sequence_inputs(
                 prompt, completion_ids, completion_mask, owners,
-                image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+                image_token_id=base.config.image_token_id, video_token_id=base.config.video_token_id,
             )
-            out = self.model(
-                **inputs, mm_encoder_outputs=repeat_vision(vision, orders), logits_to_keep=num_tokens + 1,
-                use_cache=False,
-            )
-            # logits at position i predict token i + 1: the last T+1 positions cover the T completion tokens
-            logits = out.logits[:, :-1].float() / temperature  # [N, T, V]
-        if self.suppressed:  # the sampler renormalises over the tokens it may emit; so does the scorer
-            logits[..., self.suppressed] = float("-inf")
-        sampled = None
-        if top_p < 1.0 or top_k:
-            sampled = truncated_logprobs(logits, completion_ids, top_k=top_k, top_p=top_p)
+            out = base.model(**inputs, mm_encoder_outputs=repeat_vision(vision, orders), use_cache=False)
+            # position i predicts token i + 1: positions -(T+1) .. -2 predict the T completion tokens
+            hidden = out.last_hidden_state[:, -(num_tokens + 1) : -1]  # [N, T, H]
+        scores = token_logprobs(
+            hidden, base.lm_head, completion_ids, temperature=temperature, suppressed=self.suppressed, top_k=top_k,
+            top_p=top_p, chunk_tokens=self.chunk_tokens,
+        )
+        sampled = scores.sampled
+        if sampled is not None:
             sampled = sampled.masked_fill(completion_mask == 0, 0.0)  # padding may fall outside the nucleus
-        return Scores(selective_log_softmax(logits, completion_ids), vision, sampled)  # [N, T]
+        return Scores(scores.logp, vision, sampled)  # [N, T]

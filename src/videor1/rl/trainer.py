@@ -127,7 +127,10 @@ class GRPOTrainer:
             self.log.info(f"dropout off in the policy ({disable_dropout(model)} modules)")
         suppressed = suppressed_token_ids(self.processor.tokenizer)  # never sampled, so never scored
         scoring = config.algorithm.scoring
-        self.ref_scorer = CompletionScorer(reference, suppressed, scoring=scoring) if reference is not None else None
+        chunks = config.model.logit_chunk_tokens
+        self.ref_scorer = None
+        if reference is not None:
+            self.ref_scorer = CompletionScorer(reference, suppressed, scoring=scoring, chunk_tokens=chunks)
         self._setup_data()
         algo = config.algorithm
         self.sampling = SamplingParams(
@@ -137,8 +140,8 @@ class GRPOTrainer:
         self.estimate = ADVANTAGE_ESTIMATORS[algo.advantage]
         self.estimator_kwargs = {"scale": algo.scale_rewards} if algo.advantage == "grpo" else {}
         self.scorer = self.run.prepare(
-            CompletionScorer(model, suppressed, scoring=scoring), num_updates=config.max_steps * algo.num_iterations,
-            micro_batch_size=config.prompts_per_device,
+            CompletionScorer(model, suppressed, scoring=scoring, chunk_tokens=chunks),
+            num_updates=config.max_steps * algo.num_iterations, micro_batch_size=config.prompts_per_device,
         )
         self.run.restore()
         if self.run.checkpoint is not None:

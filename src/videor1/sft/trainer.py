@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -22,17 +21,23 @@ from videor1.data.dataset import load_dataset
 from videor1.data.failures import FailureBudget
 from videor1.eval.generate import answer_samples, summarize_answers
 from videor1.metrics import MetricBag
+from videor1.models.head import DEFAULT_CHUNK_TOKENS, token_logprobs
 from videor1.models.load import unwrap_peft
 from videor1.recipe import Recipe
 from videor1.sft.data import IGNORE_INDEX, BatchPlan, SFTBatches, identity_collate
 
 
 class AssistantLoss(nn.Module):
-    """Summed next-token NLL over labelled positions and their count, in one forward (one DDP wrapper)."""
+    """Summed next-token NLL over labelled positions and their count, in one forward (one DDP wrapper).
 
-    def __init__(self, model: nn.Module):
+    The vocabulary projection runs `chunk_tokens` labelled tokens at a time (`videor1.models.head`): a long CoT
+    batch never holds its [tokens, vocabulary] logits.
+    """
+
+    def __init__(self, model: nn.Module, chunk_tokens: int | None = DEFAULT_CHUNK_TOKENS):
         super().__init__()
         self.model = model
+        self.chunk_tokens = chunk_tokens
 
     def forward(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of -log p(label), number of labelled tokens) for a batch."""
@@ -40,9 +45,8 @@ class AssistantLoss(nn.Module):
         hidden = base.model(**inputs, use_cache=False).last_hidden_state  # [B, L, H]
         targets = labels[:, 1:]  # [B, L-1]: position i predicts token i+1
         mask = targets != IGNORE_INDEX  # [B, L-1]
-        logits = base.lm_head(hidden[:, :-1][mask])  # [K, V] only where a label exists
-        nll = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
-        return nll, mask.sum()
+        logp = token_logprobs(hidden[:, :-1][mask], base.lm_head, targets[mask], chunk_tokens=self.chunk_tokens).logp
+        return -logp.sum(), mask.sum()  # only where a label exists: [K] of the [B, L-1] positions
 
 
 class SFTTrainer:
@@ -60,7 +64,8 @@ class SFTTrainer:
             self._last_batch: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # (inputs, labels)
             self._setup_data()
             self.loss_module = self.run.prepare(
-                AssistantLoss(model), num_updates=config.max_steps, micro_batch_size=config.batch_size
+                AssistantLoss(model, config.model.logit_chunk_tokens), num_updates=config.max_steps,
+                micro_batch_size=config.batch_size,
             )
             self.run.restore()
 
