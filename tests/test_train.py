@@ -17,6 +17,7 @@ REQUIRED = [
     "reward/accuracy", "reward/format", "reward/total", "reward/temporal", "temporal/rate", "temporal/p",
     "temporal/p_shuffled", "rollout/length", "loss/kl", "optim/grad_norm", "optim/lr", "policy/clip_fraction",
     "groups/all_correct", "groups/all_wrong", "data/skipped_media", "data/skipped_prompts", "time/media",
+    "time/media_wait",
     "time/generation", "time/logprobs", "time/backward", "perf/tokens_per_s", "data/prompts",
 ]
 TIMING = ("time/", "perf/")

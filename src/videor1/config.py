@@ -300,8 +300,9 @@ class DataConfig(StrictModel):
         0.05, ge=0, le=1, description="stop with an error once this fraction of loaded samples failed"
     )
     num_workers: int = Field(
-        0, ge=0, description="media-decoding threads that decode the next batch while a step computes (0: decode in "
-        "the main thread when a batch is needed)",
+        0, ge=0, description="media-decoding workers: SFT's DataLoader processes; RL's threads, which decode the "
+        "next batch while a step computes (worth it when the model runs on a GPU; on a small CPU they take its "
+        "cores); 0: decode in the main process when a batch is needed",
     )
     synthetic: SyntheticDataConfig | None = None
 

@@ -214,7 +214,12 @@ class GRPOTrainer:
         while True:
             if skipped > len(self.stream.samples):
                 raise ValueError(f"no prompt fits generation.max_prompt_tokens={limit}; see failures.jsonl")
-            for item in self.stream.next_batch(size - len(kept)):
+            start = time.perf_counter()
+            batch = self.stream.next_batch(size - len(kept))
+            # time/media: decoding work (off the critical path with data.num_workers); time/media_wait: what this
+            # step waited for it
+            bag.per_process("time/media_wait", time.perf_counter() - start)
+            for item in batch:
                 bag.per_process("time/media", item.seconds)
                 kept.append(item)
             texts = [prompt_text(self.processor, item.sample) for item in kept]
