@@ -233,3 +233,16 @@ def test_chunked_sft_loss_equals_cross_entropy(setup):
         assert int(count) == int(keep.sum()) and abs(float(nll) - float(want)) <= 1e-5 * abs(float(want))
         for name, grad in want_grads.items():
             assert (grad - grads[name]).norm() / grad.norm().clamp_min(1e-12) < 1e-4, name
+
+
+def test_a_hooked_head_is_called_as_a_module():
+    # a forward hook may change what lm_head returns (steering, a quantisation wrapper): it must be honoured
+    head, hidden, ids = _pure_case(3)
+    hook = head.register_forward_hook(lambda module, args, out: out + 5.0 * (torch.arange(V) == 7))
+    try:
+        want, _ = _reference(hidden, head, ids, temperature=0.7)
+        got = token_logprobs(hidden, head, ids, temperature=0.7, chunk_tokens=5).logp
+    finally:
+        hook.remove()
+    plain = token_logprobs(hidden, head, ids, temperature=0.7, chunk_tokens=5).logp
+    assert (got - want).abs().max() < 1e-5 and (plain - want).abs().max() > 1e-2

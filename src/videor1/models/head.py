@@ -104,6 +104,15 @@ class _LinearLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
+def _plain_linear(head: nn.Module) -> bool:
+    """An nn.Linear nobody hooks: its weight can be used directly (a hook may change what the module returns)."""
+    from torch.nn.modules import module
+
+    hooks = (head._forward_hooks, head._forward_pre_hooks, module._global_forward_hooks,
+             module._global_forward_pre_hooks)  # fmt: skip
+    return type(head) is nn.Linear and not any(hooks)
+
+
 def _linear_logits(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float,
     suppressed: torch.Tensor | None,
@@ -162,7 +171,7 @@ def token_logprobs(
     chunks = list(zip(flat.split(step), flat_ids.split(step), strict=True)) or [(flat, flat_ids)]
     logps, sampled = [], []
     for chunk, chunk_ids in chunks:
-        if chunk_tokens is not None and type(head) is nn.Linear:  # a plain head (Qwen's): the fused gradient
+        if chunk_tokens is not None and _plain_linear(head):  # Qwen's head: the hand-written gradient
             logp, truncated = _LinearLogprobs.apply(
                 chunk, head.weight, head.bias, chunk_ids, temperature, suppressed, top_k, top_p
             )
