@@ -2,6 +2,12 @@
 
     python benchmarks/rl_step.py                          # P=8, G=4, G~=2, 24 new tokens, 4 frames at 56x56
     python benchmarks/rl_step.py --steps 12 --prompts 8 --generations 8
+    python benchmarks/rl_step.py --top-p 0.95                 # the original's nucleus (the config's is 1.0)
+
+It measures what `videor1 train` does: each step is the trainer's own `train_step` and `perf/step_seconds` is
+timed inside it, as in a CLI run's metrics.jsonl; what the CLI adds after each step (metrics.jsonl and the
+trackers, the progress line, checkpoints) is outside both. Measured side by side on 2026-12-07 at P = 8, G = 4,
+G~ = 2, top_p 1.0: 0.294 s a T-GRPO step here, 0.272 s through `videor1 train`.
 
 Builds (or reuses) the demo's tiny Qwen2.5-VL and a synthetic dataset under --work, then trains four runs
 side by side in this process, one step of each in turn (so drift in the machine's speed hits all alike):
@@ -43,6 +49,7 @@ def trainer(work: Path, name: str, args: argparse.Namespace) -> GRPOTrainer:
         f"output_dir={work / name.replace(' ', '-')}", f"max_steps={args.steps}", f"prompts_per_device={args.prompts}",
         f"algorithm.num_generations={args.generations}", f"algorithm.num_shuffled={args.shuffled}",
         f"generation.max_new_tokens={args.new_tokens}", f"algorithm.temporal={str(temporal).lower()}",
+        *([f"generation.top_p={args.top_p}"] if args.top_p is not None else []),
         f"generation.engine={engine}", f"algorithm.scoring={scoring}", "tensorboard=false", "save_every=100000",
         f"model.name_or_path={work / 'tiny'}", f"data.train_file={work / 'synth' / 'train.json'}",
         f"data.media_root={work / 'synth'}",
@@ -59,6 +66,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--shuffled", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--top-p", type=float, default=None, help="generation.top_p (default: the config's)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="videor1-bench-"))
     trainers = {name: trainer(work, name, args) for name in RUNS}
