@@ -3,13 +3,16 @@
 Scoring K tokens the plain way builds the [K, V] logits, casts them to float32 (a copy), divides by the
 temperature (another copy) and keeps them for backward: at Qwen2.5-VL's V = 152,064 with G = 8 completions of
 768 tokens that is 3.7 GB per float32 copy for one prompt. Here each chunk of `chunk_tokens` tokens goes through
-lm_head, the temperature, the suppressed tokens and the log-softmax on its own; under autograd only the chunk's
-hidden states are kept and its logits are recomputed in backward (`torch.utils.checkpoint`), so no tensor of
-[K, V] ever exists and the logits' memory is bounded by one chunk, whatever K is. The price is one more
-lm_head matmul per chunk in backward.
+lm_head, the temperature, the suppressed tokens and the log-softmax on its own, and only the chunk's hidden
+states are kept for backward, which rebuilds the chunk's logits: no tensor of [K, V] ever exists and the logits'
+memory is bounded by one chunk, whatever K is. The price is one more lm_head matmul per chunk in backward.
 
-The head is called as a module (also in backward's recompute), so whatever wraps it sees an ordinary call:
-FSDP2 keeps the root's parameters, lm_head among them, gathered through the scorer's forward and backward.
+Two routes. A plain `nn.Linear` head (Qwen's lm_head) goes through `_LinearLogprobs`, whose backward turns the
+rebuilt logits into the gradient in place (softmax minus one-hot): one [C, V] buffer per pass, where autograd
+through logsumexp and gather makes several (measured 1.5x slower on SFT's step). Any other head, or one with
+forward hooks, is called as a module under `torch.utils.checkpoint`, so whatever wraps it sees an ordinary call.
+FSDP2 keeps the root's parameters, lm_head among them, gathered through the scorer's forward and backward, so
+both routes read the gathered weight.
 """
 
 from __future__ import annotations
