@@ -26,6 +26,7 @@ import pytest
 from huggingface_hub import constants
 from typer.testing import CliRunner
 
+from tests.rows import good_row
 from videor1.cli import app
 from videor1.data.fetch import FetchError, fetch
 from videor1.data.sources import BENCHMARK_KINDS, KINDS, SOURCES
@@ -207,18 +208,8 @@ def _video_r1_files(tmp_path) -> dict[str, bytes]:
     for i in range(8):
         frames[i, :, i * 4 : i * 4 + 4] = 255  # a bar moving right
     write_video(tmp_path / "video_00000.mp4", frames, fps=4.0)
-    rows = [
-        {
-            "problem_id": 1,
-            "problem": "Which way does the bar move?",
-            "data_type": "video",
-            "problem_type": "multiple choice",
-            "options": ["A. left", "B. right"],
-            "solution": "<answer>B</answer>",
-            "path": "./CLEVRER/train_videos/video_00000.mp4",
-            "data_source": "CLEVRER",
-        }
-    ]
+    rows = [good_row(problem_id=1, problem="Which way does the bar move?", options=["A. left", "B. right"],
+                     process="", path="./CLEVRER/train_videos/video_00000.mp4", data_source="CLEVRER")]
     cot = [{**rows[0], "process": "<think>It moves right.</think>"}]
     rng = np.random.default_rng(0)
     return {

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.rows import good_row
 from tests.test_data_convert import BUILDERS, make_vsibench, write_clip, write_zip
 from videor1.cli import app
 from videor1.data.dataset import load_dataset
@@ -38,28 +39,10 @@ def make_training(base: Path, clip: bytes) -> None:
     """Video-R1/Video-R1-data: the two JSONs at the top, media zips in per-source folders (src/unzip.py's
     layout); `fetch` puts the RL JSON and the media in video-r1-260k/, the SFT JSON alone in video-r1-cot-165k/."""
     rows = [
-        {
-            "problem_id": 1,
-            "problem": "What does the man hold?",
-            "data_type": "video",
-            "problem_type": "multiple choice",
-            "options": ["A. a cup", "B. a phone"],
-            "process": "",
-            "solution": "<answer>B</answer>",
-            "path": VIDEO,
-            "data_source": "LLaVA-Video-178K",
-        },
-        {
-            "problem_id": 2,
-            "problem": "What is x?",
-            "data_type": "image",
-            "problem_type": "numerical",
-            "options": [],
-            "process": "",
-            "solution": "<answer>3</answer>",
-            "path": IMAGE,
-            "data_source": "Multimath",
-        },
+        good_row(problem_id=1, problem="What does the man hold?", options=["A. a cup", "B. a phone"], process="",
+                 path=VIDEO, data_source="LLaVA-Video-178K"),
+        good_row(problem_id=2, problem="What is x?", data_type="image", problem_type="numerical", options=[],
+                 process="", solution="<answer>3</answer>", path=IMAGE, data_source="Multimath"),
     ]
     rl = base / "video-r1-260k"
     rl.mkdir(parents=True)
