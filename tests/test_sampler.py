@@ -33,11 +33,10 @@ from videor1.models.inputs import (
     prompt_text,
     vision_factor,
 )
+from videor1.models.nucleus import CANDIDATES, filter_logits
 from videor1.models.sampler import (
-    CANDIDATES,
     _ReservedLayer,
     concat_inputs,
-    filter_logits,
     sample_completions,
     sample_next,
     scale_logits,
@@ -273,8 +272,8 @@ def chi2_critical(df, z=3.0902):
     return df * (1 - 2 / (9 * df) + z * (2 / (9 * df)) ** 0.5) ** 3
 
 
-def test_rows_decided_by_candidates_and_by_the_full_sort_sample_their_own_distributions():
-    """One batch, alternating peaked rows (the top candidates decide) and flat ones (the full sort decides)."""
+def test_rows_decided_by_candidates_and_by_rejection_sample_their_own_distributions():
+    """One batch, alternating peaked rows (the top candidates decide) and flat ones (drawn by rejection)."""
     vocab, suppressed = 100, [0]
     flat = torch.linspace(1.0, 0.0, vocab)  # a nucleus of ~90 tokens: beyond the candidates
     peaked = torch.full((vocab,), -5.0)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videor1.models.sampler import filter_logits
+from videor1.models.nucleus import filter_logits
 
 DEFAULT_CHUNK_TOKENS = 1024
 """Tokens per chunk: at V = 152,064 one chunk's float32 logits are 0.62 GB."""

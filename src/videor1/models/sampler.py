@@ -11,10 +11,9 @@ the batch once they are a quarter of it.
 
 The distribution is HF `generate`'s with our `SamplingParams` (`videor1.models.generation`): vision
 placeholders suppressed, logits divided by the temperature, then top-k, then top-p with `TopPLogitsWarper`'s
-rule (a token is kept iff the mass ranked strictly above it is below top_p; the most likely token always is).
-Top-p looks at the few most likely tokens first and sorts the whole vocabulary only for rows whose nucleus
-reaches beyond them; the token is then drawn from the kept prefix by inverting its running sum, with one
-uniform per row. Greedy decoding (temperature 0) gives `generate`'s tokens. The log-probs returned are those
+rule (a token is kept iff the mass of the tokens with greater logits is below top_p; the most likely token
+always is), decided and drawn without sorting the vocabulary (`videor1.models.nucleus`), with one uniform per
+row first. Greedy decoding (temperature 0) gives `generate`'s tokens. The log-probs returned are those
 `CompletionScorer` computes, softmax(logits / temperature) without the suppressed tokens and before
 truncation, so the trainer can compare the two.
 
@@ -29,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -45,11 +44,8 @@ from videor1.models.generation import (
     suppressed_token_ids,
 )
 from videor1.models.load import unwrap_peft
+from videor1.models.nucleus import draw
 from videor1.models.positions import prompt_positions
-
-# Top-p looks at this many candidates before sorting a row's whole vocabulary: RL policies put almost all
-# their mass on far fewer tokens, so the full sort is the rare case.
-CANDIDATES = 64
 
 # Finished rows leave the decode batch once they are a quarter of it: each drop copies the cache, so waiting
 # for a share bounds the copies (to a few dozen for any batch), while long tails stop paying for done rows.
@@ -68,103 +64,6 @@ def scale_logits(logits: torch.Tensor, temperature: float, suppressed: torch.Ten
         # out of place: for float32 logits .float() returns the model's own tensor
         scaled = scaled.index_fill(-1, suppressed, float("-inf"))
     return scaled / temperature if temperature != 1.0 else scaled
-
-
-@dataclass(frozen=True)
-class _Ranked:
-    """Some rows' most likely tokens, most likely first; truncation keeps the first `count` of each row."""
-
-    rows: torch.Tensor | None  # [R] the rows described; None = all of them
-    ids: torch.Tensor  # [R, C] token ids in descending order of logit
-    cumulative: torch.Tensor  # [R, C] float64 running sum of their probabilities (after top-k)
-    count: torch.Tensor  # [R] kept tokens, >= 1
-
-
-def _ranked(
-    values: torch.Tensor, ids: torch.Tensor, log_total: torch.Tensor, top_p: float, rows: torch.Tensor | None,
-    limit: torch.Tensor | None,
-) -> _Ranked:
-    """Top-p over descending `values`: a token is kept iff the mass ranked strictly above it is < top_p."""
-    # float64 sums: a float32 running sum would quantise the tail tokens' share of the draw to its ulp
-    cumulative = (values - log_total).exp().double().cumsum(-1)  # [R, C]
-    if top_p < 1.0:
-        # TopPLogitsWarper removes the ascending `cumsum <= 1 - top_p`, i.e. keeps the mass above < top_p; the mass
-        # above only grows down the order, so the kept tokens are a prefix (the first always, its mass above is 0)
-        above = F.pad(cumulative[:, :-1], (1, 0))  # [R, C]
-        count = (above < top_p).sum(-1)
-        if limit is not None:
-            count = torch.minimum(count, limit)
-    else:
-        count = limit if limit is not None else torch.full_like(ids[:, 0], ids.shape[1])
-    return _Ranked(rows, ids, cumulative, count)
-
-
-def _truncate(scaled: torch.Tensor, log_total: torch.Tensor, top_k: int | None, top_p: float) -> list[_Ranked] | None:
-    """The kept tokens of each row under top-k then top-p (HF's rules); None when both are off."""
-    vocab = scaled.shape[-1]
-    k = min(top_k, vocab) if top_k else None
-    if k is None and top_p >= 1.0:
-        return None
-    if k is None and bool((scaled.amax(-1, keepdim=True) - log_total).exp().mul(CANDIDATES).lt(top_p).all()):
-        # every row too flat for the candidates to hold top_p (each holds at most the top token's share)
-        values, ids = scaled.sort(-1, descending=True)  # [N, V]
-        return [_ranked(values, ids, log_total, top_p, None, None)]
-    values, ids = torch.topk(scaled, k if k is not None else min(CANDIDATES, vocab))  # [N, K], descending
-    if k is not None:
-        # TopKLogitsWarper keeps every token tied with the k-th: top-p then renormalises over all of them
-        kth = values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        log_total = scaled.logsumexp(-1, keepdim=True)  # [N, 1]
-        limit = (scaled > float("-inf")).sum(-1)  # [N], > k only on ties with the k-th token
-        complete = limit == k
-    else:
-        limit = None
-        complete = torch.zeros_like(ids[:, 0], dtype=torch.bool)
-    head = _ranked(values, ids, log_total, top_p, None, limit)
-    # the candidates decide a row when they hold all of top-k's tokens, or already top_p of the mass (everything
-    # below them then has at least that much above it)
-    resolved = complete | (head.cumulative[:, -1] >= top_p) if top_p < 1.0 else complete
-    if bool(resolved.all()):
-        return [head]
-    # rows whose nucleus reaches past the candidates: the full-vocabulary sort HF does for every row
-    rows = (~resolved).nonzero().squeeze(1)
-    values, ids = scaled[rows].sort(-1, descending=True)  # [R, V]
-    tail = _ranked(values, ids, log_total[rows], top_p, rows, None if limit is None else limit[rows])
-    done = resolved.nonzero().squeeze(1)
-    head = _Ranked(done, head.ids[done], head.cumulative[done], head.count[done])
-    return [head, tail]
-
-
-def kept_mask(scaled: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
-    """[N, V] True on the tokens top-k then top-p keep (HF's warpers) from scaled logits."""
-    groups = _truncate(scaled, scaled.logsumexp(-1, keepdim=True), top_k, top_p)
-    mask = torch.isfinite(scaled)
-    if groups is None:
-        return mask
-    kept = torch.zeros_like(mask)
-    for group in groups:
-        rank = torch.arange(group.ids.shape[1], device=scaled.device)
-        part = torch.zeros_like(kept if group.rows is None else kept[group.rows])
-        part.scatter_(1, group.ids, rank < group.count[:, None])
-        if group.rows is None:
-            kept = part
-        else:
-            kept[group.rows] = part
-    return kept & mask
-
-
-def filter_logits(scaled: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
-    """Scaled logits with the tokens top-k/top-p remove at -inf, as HF's warpers leave them."""
-    return scaled.masked_fill(~kept_mask(scaled, top_k, top_p), float("-inf"))
-
-
-def _draw(group: _Ranked, uniform: torch.Tensor) -> torch.Tensor:
-    """[R] tokens drawn from each row's kept prefix by inverting its running sum at uniform [R] in [0, 1)."""
-    last = (group.count - 1)[:, None]  # [R, 1]
-    target = uniform[:, None] * group.cumulative.gather(1, last)  # [R, 1], within the kept mass
-    # right=True skips zero-probability tokens: their running sum equals the previous one
-    position = torch.searchsorted(group.cumulative, target, right=True).clamp(max=last)  # [R, 1]
-    return group.ids.gather(1, position).squeeze(1)
 
 
 def _refuse_repetition_penalty(params: SamplingParams) -> None:
@@ -186,26 +85,19 @@ def sample_next(
         suppressed = torch.tensor(suppressed, dtype=torch.long, device=logits.device)
     scaled = scale_logits(logits, 1.0 if params.greedy else params.temperature, suppressed)
     log_total = scaled.logsumexp(-1, keepdim=True)  # [N, 1], the scorer's normaliser
-    groups = None if params.greedy else _truncate(scaled, log_total, params.top_k, params.top_p)
     if params.greedy:
         tokens = scaled.argmax(-1)  # [N]
         return tokens, scaled.gather(1, tokens[:, None]).squeeze(1) - log_total.squeeze(1)
-    # one uniform per row, whichever group decides it: the draw depends on the generator alone
+    # one uniform per row first, whichever route decides it: the draw depends on the generator alone
     uniform = torch.rand(scaled.shape[0], generator=generator, dtype=torch.float64, device=scaled.device)
-    if groups is None:
+    tokens = draw(scaled, log_total, params.top_k, params.top_p, uniform, generator)
+    if tokens is None:
         # the whole vocabulary in its own order: inverting the running sum needs no sort, and is several times
         # cheaper than torch.multinomial on a CPU
         cumulative = (scaled - log_total).exp().double().cumsum(-1)  # [N, V]
         target = uniform[:, None] * cumulative[:, -1:]  # [N, 1]
         # right=True skips zero-probability (suppressed) tokens: their running sum equals the previous one
         tokens = torch.searchsorted(cumulative, target, right=True).clamp(max=scaled.shape[-1] - 1).squeeze(1)
-    else:
-        tokens = torch.empty_like(scaled[:, 0], dtype=torch.long)
-        for group in groups:
-            if group.rows is None:
-                tokens = _draw(group, uniform)
-            else:
-                tokens[group.rows] = _draw(group, uniform[group.rows])
     logprobs = scaled.gather(1, tokens[:, None]).squeeze(1) - log_total.squeeze(1)  # [N]
     return tokens, logprobs
 
