@@ -180,7 +180,9 @@ def draw(
             return group.draw(uniform)
         tokens[group.rows] = group.draw(uniform[group.rows])
     if rest.numel():
-        drawn = _rejection(scaled[rest], log_total[rest], top_p, uniform[rest], generator)
+        whole = rest.numel() == scaled.shape[0]  # every row (a flat batch): no copy of the logits
+        drawn = _rejection(scaled if whole else scaled[rest], log_total if whole else log_total[rest], top_p,
+                           uniform if whole else uniform[rest], generator)
         tokens[rest] = drawn
         if bool((drawn < 0).any()):
             late = rest[drawn < 0]
