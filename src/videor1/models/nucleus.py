@@ -3,13 +3,13 @@
 `TopPLogitsWarper` sorts every row's whole vocabulary at every decoding step and keeps a token iff the mass
 ranked strictly above it is below top_p. Here the mass above a token is the mass of the tokens with a strictly
 greater logit, so tokens with equal logits are kept or dropped together; HF's answer on such ties depends on
-its sort's order, and without ties the two rules are the same. A row is decided by the cheaper of two routes:
+its sort's order, and without ties the two rules are the same. A row is decided by one of two routes:
 
 - the `CANDIDATES` most likely tokens, when they already hold top_p of the mass (a trained policy, nearly
   always): the kept tokens are a prefix of them;
 - otherwise the token is drawn from the whole distribution and kept iff the mass above it is below top_p,
   drawing again if not. The nucleus holds at least top_p of the mass, so a draw is kept with probability at least
-  top_p (1.05 draws on average at 0.95), and what is kept follows the truncated distribution exactly. The flat
+  top_p (at most 1.05 draws on average at 0.95), and what is kept follows the truncated distribution exactly. The flat
   rows this route takes (a random-initialised model's nucleus at top_p 0.95 is ~500 of its 576 tokens) cost a
   running sum and a masked sum instead of a sort. Rows still pending after `_MAX_DRAWS` draws are sorted.
 
