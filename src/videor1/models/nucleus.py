@@ -134,6 +134,13 @@ def truncate(
     return done, rest
 
 
+def invert(cumulative: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """[R, 1] positions drawn by inverting each row's running sum [R, V] at uniform [R] in [0, 1)."""
+    # right=True skips zero-probability (suppressed) tokens: their running sum equals the previous one
+    drawn = torch.searchsorted(cumulative, uniform[:, None] * cumulative[:, -1:], right=True)
+    return drawn.clamp(max=cumulative.shape[-1] - 1)
+
+
 def _rejection(
     scaled: torch.Tensor, log_total: torch.Tensor, top_p: float, uniform: torch.Tensor,
     generator: torch.Generator | None,
@@ -146,8 +153,7 @@ def _rejection(
     for _ in range(_MAX_DRAWS):
         values, sums, mass = (scaled, cumulative, probs) if pending is None else (
             scaled[pending], cumulative[pending], probs[pending])
-        # right=True skips zero-probability (suppressed) tokens: their running sum equals the previous one
-        drawn = torch.searchsorted(sums, uniform[:, None] * sums[:, -1:], right=True).clamp(max=scaled.shape[-1] - 1)
+        drawn = invert(sums, uniform)  # [P, 1]
         above = torch.where(values > values.gather(1, drawn), mass, 0.0).sum(-1, dtype=torch.float64)
         kept = above < top_p
         if pending is None:
@@ -165,14 +171,16 @@ def _rejection(
 def draw(
     scaled: torch.Tensor, log_total: torch.Tensor, top_k: int | None, top_p: float, uniform: torch.Tensor,
     generator: torch.Generator | None = None,
-) -> torch.Tensor | None:
-    """[N] tokens under top-k then top-p, row i drawn at `uniform[i]` first; None when neither truncates.
+) -> torch.Tensor:
+    """[N] tokens under top-k then top-p, row i drawn at `uniform[i]` first.
 
     The rows the candidates do not decide are drawn by rejection, taking further uniforms from `generator`.
     """
     decided = truncate(scaled, log_total, top_k, top_p)
     if decided is None:
-        return None
+        # the whole vocabulary in its own order: inverting the running sum needs no sort, and is several times
+        # cheaper than torch.multinomial on a CPU
+        return invert((scaled - log_total).exp().double().cumsum(-1), uniform).squeeze(1)
     groups, rest = decided
     tokens = torch.empty_like(uniform, dtype=torch.long)
     for group in groups:

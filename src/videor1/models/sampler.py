@@ -91,13 +91,6 @@ def sample_next(
     # one uniform per row first, whichever route decides it: the draw depends on the generator alone
     uniform = torch.rand(scaled.shape[0], generator=generator, dtype=torch.float64, device=scaled.device)
     tokens = draw(scaled, log_total, params.top_k, params.top_p, uniform, generator)
-    if tokens is None:
-        # the whole vocabulary in its own order: inverting the running sum needs no sort, and is several times
-        # cheaper than torch.multinomial on a CPU
-        cumulative = (scaled - log_total).exp().double().cumsum(-1)  # [N, V]
-        target = uniform[:, None] * cumulative[:, -1:]  # [N, 1]
-        # right=True skips zero-probability (suppressed) tokens: their running sum equals the previous one
-        tokens = torch.searchsorted(cumulative, target, right=True).clamp(max=scaled.shape[-1] - 1).squeeze(1)
     logprobs = scaled.gather(1, tokens[:, None]).squeeze(1) - log_total.squeeze(1)  # [N]
     return tokens, logprobs
 
