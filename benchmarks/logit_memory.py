@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,21 +29,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import peak_bytes, rss_bytes  # benchmarks/common.py, beside this script
 
 CASES = ("scoring update", "scoring no-grad", "SFT step")
 PATHS = ("before", "chunked")
 VOCAB = 152_064
-
-
-def rss_bytes() -> int:
-    """This process's resident memory now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def peak_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def build_model(folder: Path, dtype: torch.dtype) -> torch.nn.Module:

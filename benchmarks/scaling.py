@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from common import SPEC_32M, work_folder  # benchmarks/common.py, beside this script
+from common import SPEC_32M, made_up_video, peak_bytes, rss_bytes, work_folder  # benchmarks/common.py
 
 SIDE = 308
 BASE = {"frames": 16, "tokens": 256, "generations": 8}
@@ -66,25 +65,14 @@ def points() -> list[Point]:
     return out
 
 
-def rss_bytes() -> int:
-    """This process's resident memory now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def prompt_inputs(processor: object, work: Path, frames: int) -> tuple[dict, dict]:
     """One video question with `frames` made-up frames: its inputs, and with its shuffled copy (the sampler's)."""
     from videor1.data.dataset import load_dataset
-    from videor1.data.media import DecodedVideo
     from videor1.models.inputs import SampleMedia, permute_video, processor_inputs, prompt_text
     from videor1.models.sampler import concat_inputs
 
     sample = next(s for s in load_dataset(work / "synth" / "train.json", work / "synth").samples if s.is_video)
-    seeded = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (frames, 3, SIDE, SIDE), dtype=torch.uint8, generator=seeded)
-    video = DecodedVideo(frames=pixels, frame_indices=list(range(frames)), timestamps=[i / 2 for i in range(frames)],
-                         video_fps=2.0, total_frames=frames, duration=frames / 2, sample_fps=2.0,
-                         path=sample.media_path)
+    video = made_up_video(frames, SIDE, sample.media_path, torch.Generator().manual_seed(0))
     order = torch.randperm(frames, generator=torch.Generator().manual_seed(1)).tolist()
     text = [prompt_text(processor, sample)]
     ordered = dict(processor_inputs(processor, text, [SampleMedia(video=video)]))
@@ -138,7 +126,7 @@ def worker(point: Point, path: str, model_dir: Path, work: Path) -> dict:
     step(2)  # warm-up
     seconds, generated = step(point.tokens)
     total = sum(seconds.values())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_bytes()
     return {**asdict(point), "path": path, "prompt_tokens": int(ordered["attention_mask"].sum()),
             "seconds": seconds, "step": total, "generated": generated, "tokens_per_s": generated / total,
             "extra_bytes": peak - resident}

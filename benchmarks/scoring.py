@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import SPEC_32M, work_folder  # benchmarks/common.py, beside this script
+from common import SPEC_32M, made_up_video, work_folder  # benchmarks/common.py, beside this script
 
 from videor1.config import MediaConfig
 from videor1.data.dataset import load_dataset
-from videor1.data.media import DecodedVideo
 from videor1.models.generation import suppressed_token_ids
 from videor1.models.inputs import SampleMedia, load_sample_media, processor_inputs, prompt_text, vision_factor
 from videor1.models.load import load_model_and_processor
@@ -66,12 +65,7 @@ def prompts(shape: Shape, processor: object, work: Path) -> object:
             media.append(load_sample_media(sample, media_config, vision_factor(processor)))
             continue
         # the synthetic clips are small and short: a long video's frames are made up, only their count matters
-        frames = torch.randint(0, 256, (shape.frames, 3, shape.side, shape.side), dtype=torch.uint8)
-        media.append(SampleMedia(video=DecodedVideo(
-            frames=frames, frame_indices=list(range(shape.frames)), timestamps=[i / 2 for i in range(shape.frames)],
-            video_fps=2.0, total_frames=shape.frames, duration=shape.frames / 2, sample_fps=2.0,
-            path=sample.media_path,
-        )))
+        media.append(SampleMedia(video=made_up_video(shape.frames, shape.side, sample.media_path)))
     return processor_inputs(processor, [prompt_text(processor, s) for s in samples], media)
 
 
