@@ -2,14 +2,18 @@
 
     python benchmarks/temporal_cost.py                      # P=8, G=4, G~=2, 24 new tokens, top_p 0.95
     python benchmarks/temporal_cost.py --rounds 12 --top-p 1.0
+    python benchmarks/temporal_cost.py --shuffle-mode patch --freeze-vision   # shuffled prompts from the ordered
 
 Builds the demo's tiny Qwen2.5-VL and a synthetic video set (as `benchmarks/rl_step.py` does), takes one
-micro-batch of P video prompts through the trainer's own `_next_prompts` and `_shuffled_media`, then times,
+micro-batch of P video prompts through the trainer's own `_next_prompts` and `_shuffled_prompts`, then times,
 in interleaved rounds (medians):
 
-    shuffle    permuting the decoded frames and the processor call for the shuffled prompts
+    shuffle    the shuffled prompts as the trainer builds them: the decoded frames permuted, then per frame
+               a processor call (and, with a frozen tower, its pass over them); per temporal patch the ordered
+               prompts' pixels (and features) permuted
     prefill    one sampler call with max_new_tokens=1: the ordered prompts alone (GRPO) against ordered and
-               shuffled together (T-GRPO: one prefill, the shuffled prompts' vision tower included)
+               shuffled together (T-GRPO: one prefill; the shuffled prompts' vision tower included unless the
+               frozen tower's features came with them)
     rollout    the whole rollout, GRPO (G per prompt) against T-GRPO (G + G~ in one decode loop)
     reward     the accuracy reward of the G~ shuffled completions
 
@@ -33,9 +37,9 @@ from videor1.config import TrainConfig, load_config
 from videor1.data.synthetic import generate
 from videor1.metrics import MetricBag
 from videor1.models.generation import SamplingParams
-from videor1.models.inputs import processor_inputs
-from videor1.models.sampler import concat_inputs, sample_completions
+from videor1.models.sampler import concat_inputs, concat_vision, sample_completions
 from videor1.models.tiny import build_tiny
+from videor1.rl.rollout import PromptBatch
 from videor1.rl.scoring import evaluate_rewards, reward_columns
 from videor1.rl.trainer import GRPOTrainer
 
@@ -53,7 +57,8 @@ def build(work: Path, args: argparse.Namespace) -> GRPOTrainer:
         f"algorithm.num_generations={args.generations}", f"algorithm.num_shuffled={args.shuffled}",
         f"generation.max_new_tokens={args.new_tokens}", f"generation.top_p={args.top_p}", "algorithm.temporal=true",
         f"model.name_or_path={work / 'tiny'}", f"data.train_file={work / 'synth' / 'videos.json'}",
-        f"data.media_root={work / 'synth'}",
+        f"data.media_root={work / 'synth'}", f"algorithm.shuffle_mode={args.shuffle_mode}",
+        f"model.freeze_vision={str(args.freeze_vision).lower()}",
     ]
     return GRPOTrainer(load_config(TrainConfig, args.config, overrides), overwrite=True)
 
@@ -68,6 +73,8 @@ def main() -> None:
     parser.add_argument("--shuffled", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--shuffle-mode", choices=("frame", "patch"), default="frame")
+    parser.add_argument("--freeze-vision", action="store_true", help="the vision tower frozen (the config's: trained)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="videor1-temporal-"))
     trainer = build(work, args)
@@ -78,18 +85,23 @@ def main() -> None:
     P, G, S = len(batch), args.generations, args.shuffled
     generator = torch.Generator().manual_seed(0)
 
-    def shuffle() -> dict:
-        media = trainer._shuffled_media(batch, videos)
-        return dict(processor_inputs(processor, [texts[i] for i in videos], media))
+    # both algorithms encode the ordered prompts' media once with a frozen tower, for sampling and scoring alike
+    ordered = PromptBatch(texts, [item.media for item in batch], inputs, trainer._frozen_vision(inputs))
+
+    def shuffle() -> PromptBatch:
+        return trainer._shuffled_prompts(batch, texts, videos, ordered)
 
     shuffled = shuffle()
-    both = concat_inputs([dict(inputs), shuffled], tokenizer.pad_token_id)
+    both = concat_inputs([dict(inputs), dict(shuffled.inputs)], tokenizer.pad_token_id)
     copies = {"GRPO": [G] * P, "T-GRPO": [G] * P + [S] * len(videos)}
     prompt = {"GRPO": dict(inputs), "T-GRPO": both}
+    vision = {"GRPO": ordered.vision, "T-GRPO": None if ordered.vision is None else concat_vision(
+        [ordered.vision, shuffled.vision])}
 
     def sample(algo: str, tokens: int) -> object:
         params = SamplingParams(max_new_tokens=tokens, temperature=1.0, top_p=args.top_p)
-        return sample_completions(model, tokenizer, prompt[algo], params, copies[algo], generator=generator)
+        return sample_completions(model, tokenizer, prompt[algo], params, copies[algo], generator=generator,
+                                  vision=vision[algo])
 
     last = sample("T-GRPO", args.new_tokens)
     shuffled_texts = last.texts[G * P:]
@@ -116,12 +128,13 @@ def main() -> None:
     m = {name: statistics.median(values) for name, values in times.items()}
     decode = {algo: m[f"rollout {algo}"] - m[f"prefill {algo}"] for algo in ("GRPO", "T-GRPO")}
     extra = {
-        "shuffle (permute + processor)": m["shuffle"],
+        "shuffled prompts (see shuffle above)": m["shuffle"],
         "prefill of the shuffled prompts": m["prefill T-GRPO"] - m["prefill GRPO"],
         "decoding the G~ extra rows": decode["T-GRPO"] - decode["GRPO"],
         "accuracy reward of the shuffled rows": m["reward"],
     }
-    print(f"\nP={P} video prompts, G={G}, G~={S}, {args.new_tokens} new tokens, top_p {args.top_p}; "
+    print(f"\nP={P} video prompts, G={G}, G~={S}, {args.new_tokens} new tokens, top_p {args.top_p}, shuffled per "
+          f"{args.shuffle_mode}, vision tower {'frozen' if args.freeze_vision else 'trained'}; "
           f"median of {args.rounds} interleaved rounds, seconds")
     print(f"prompt tokens: ordered {int(inputs['attention_mask'].sum(1).max())}, visual "
           f"{int(inputs['video_grid_thw'].prod(1).sum()) // 4} in the batch")

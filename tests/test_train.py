@@ -150,10 +150,10 @@ def test_shuffled_group_gets_the_same_frames_in_another_order(tmp_path, tiny_mod
     trainer = GRPOTrainer(cfg)
     batch = trainer.stream.next_batch(8)
     videos = [i for i, item in enumerate(batch) if item.sample.is_video][:2]
-    shuffled = trainer._shuffled_media(batch, videos)
-    for i, media in zip(videos, shuffled, strict=True):
+    shuffled, permutations = trainer._shuffled_media(batch, videos)
+    for i, media, permutation in zip(videos, shuffled, permutations, strict=True):
         ordered = batch[i].media.video.frames  # [F, 3, H, W]
-        assert not torch.equal(media.video.frames, ordered)
+        assert not torch.equal(media.video.frames, ordered) and torch.equal(media.video.frames, ordered[permutation])
         matched = sorted(next(j for j in range(len(ordered)) if torch.equal(f, ordered[j])) for f in media.video.frames)
         assert matched == list(range(len(ordered)))  # the same frames, each exactly once
     texts = [prompt_text(trainer.processor, batch[i].sample) for i in videos]
@@ -165,6 +165,40 @@ def test_shuffled_group_gets_the_same_frames_in_another_order(tmp_path, tiny_mod
         assert torch.equal(a["pixel_values_videos"].sort(0).values, b["pixel_values_videos"].sort(0).values)
 
 
+@pytest.mark.parametrize("mode", ["frame", "patch"])
+def test_a_frozen_tower_encodes_each_prompts_pixels_once_a_step(tmp_path, tiny_models, synth_root, monkeypatch, mode):
+    """Sampling, reference and policy share one tower pass; by patch the shuffled prompts need no other."""
+    import videor1.rl.trainer as trainer_module
+    from videor1.models.load import unwrap_peft
+
+    calls = []
+    processor_inputs = trainer_module.processor_inputs
+
+    def spy(*args, **kwargs):
+        calls.append(processor_inputs(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(trainer_module, "processor_inputs", spy)
+    cfg = config(tmp_path, tiny_models(), synth_root, "model.freeze_vision=true", f"algorithm.shuffle_mode={mode}",
+                 "data.shuffle=false", "prompts_per_device=4")
+    trainer = GRPOTrainer(cfg)
+    encoded = []  # pixel rows through any vision tower (the policy's or the reference's)
+    towers = [unwrap_peft(trainer.policy).model.visual]
+    if trainer.ref_scorer is not None:
+        towers.append(unwrap_peft(trainer.ref_scorer.model).model.visual)
+    for tower in towers:
+        tower.register_forward_hook(lambda module, args, output: encoded.append(args[0].shape[0]))
+    trainer.train_step()
+    ordered = calls[0]
+    assert ordered["pixel_values_videos"] is not None and trainer.ref_scorer is not None
+    rows = ordered["pixel_values_videos"].shape[0] + (
+        ordered["pixel_values"].shape[0] if ordered.get("pixel_values") is not None else 0)
+    if mode == "patch":  # the shuffled prompts are the ordered ones' pixels and features, permuted
+        assert len(calls) == 1 and sum(encoded) == rows
+    else:  # single frames make new temporal patches: the shuffled videos go through processor and tower once
+        assert len(calls) == 2 and sum(encoded) == rows + calls[1]["pixel_values_videos"].shape[0]
+
+
 def test_each_draw_of_a_step_shuffles_anew_and_a_replay_draws_the_same(tmp_path, tiny_models, synth_root):
     from videor1.rl.trainer import shuffle_seed
 
@@ -173,7 +207,7 @@ def test_each_draw_of_a_step_shuffles_anew_and_a_replay_draws_the_same(tmp_path,
     videos = [i for i, item in enumerate(batch) if item.sample.is_video][:3]
 
     def draw():  # one micro-batch (or one dynamic-sampling round) of the current step
-        return [m.video.frames for m in trainer._shuffled_media(batch, videos)]
+        return [m.video.frames for m in trainer._shuffled_media(batch, videos)[0]]
 
     first, second = draw(), draw()
     assert any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))  # not the same permutations

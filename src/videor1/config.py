@@ -484,7 +484,10 @@ class AlgorithmConfig(StrictModel):
         "EMA-GRPO); docs/temporal.md",
     )
     ema_decay: float = Field(0.9, ge=0, lt=1, description="temporal_signal=ema_std: the running std's decay per step")
-    shuffle_mode: str = Field("frame", description="frame (the original) or patch (keeps frame pairs)")
+    shuffle_mode: str = Field(
+        "frame", description="frame (the original) or patch (keeps frame pairs: the shuffled prompts reuse the "
+        "ordered ones' pixels and frozen vision features, no second processor call or tower pass)",
+    )
     num_generations: int = Field(8, ge=1, description="G: ordered completions per prompt")
     num_shuffled: int = Field(ge=1, description="G~: shuffled completions per video; default: max(1, G // 2)")
     advantage: str = Field("grpo", description="grpo, rloo or reinforce_pp")

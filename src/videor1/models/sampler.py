@@ -55,6 +55,7 @@ _DROP_FRACTION = 4
 _PADDED = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}
 # One row (or one value) per media item; items follow prompt order, so concatenation keeps them aligned.
 _MEDIA = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+_PIXELS = ("pixel_values", "pixel_values_videos")
 
 
 def scale_logits(logits: torch.Tensor, temperature: float, suppressed: torch.Tensor | None) -> torch.Tensor:
@@ -163,14 +164,21 @@ def sample_completions(
     copies: list[int],
     *,
     generator: torch.Generator | None = None,
+    vision: Mapping[str, Any] | None = None,
 ) -> Completions:
     """`copies[u]` completions of each left-padded prompt u, prompt-major, with the scorer's log-probs.
 
     `generator` (on the model's device) makes the draws reproducible; without it they use torch's global one.
+    `vision`: the prompts' media already through the vision tower (`mm_encoder_outputs`, items in prompt
+    order), which the prefill then takes instead of the pixels.
     """
     _refuse_repetition_penalty(params)
     device = _model_device(model)
     prompt = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
+    encoded = {}
+    if vision is not None:  # the model refuses pixels beside their features
+        prompt = {key: value for key, value in prompt.items() if key not in _PIXELS}
+        encoded = {"mm_encoder_outputs": dict(vision)}
     num_prompts, prompt_len = prompt["input_ids"].shape
     if len(copies) != num_prompts or min(copies, default=0) < 0 or sum(copies) == 0:
         raise ValueError(f"copies must give a count >= 0 for each of the {num_prompts} prompts, got {copies}")
@@ -185,7 +193,7 @@ def sample_completions(
     with generation_mode(model):
         positions, next_position = prompt_positions(model, prompt)  # [3, U, Lp], [U]
         # explicit positions: the model's rope_deltas (set by whatever ran before) are never read
-        out = model(**prompt, position_ids=positions, use_cache=True, logits_to_keep=1)
+        out = model(**prompt, **encoded, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache_name = _cache_name(model)
         cache = out[cache_name]
         cache.batch_select_indices(index)  # U prompt caches -> N rows, prompt u's copies consecutive
@@ -286,4 +294,19 @@ def concat_inputs(parts: list[Mapping[str, Any]], pad_token_id: int) -> dict[str
         present = [part[key] for part in parts if part.get(key) is not None]
         if present:
             merged[key] = torch.cat(present, 0)
+    return merged
+
+
+def concat_vision(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Vision-tower outputs of several batches as one, items in the order `concat_inputs` puts the media in."""
+    merged = {}
+    for kind in ("image", "video"):
+        present = [part[kind] for part in parts if part.get(kind) is not None]
+        if not present:
+            continue
+        fields: dict[str, Any] = {"pooler_output": tuple(item for out in present for item in out.pooler_output)}
+        if getattr(present[0], "deepstack_features", None) is not None:
+            layers = zip(*(out.deepstack_features for out in present), strict=True)
+            fields["deepstack_features"] = [tuple(item for layer in per_part for item in layer) for per_part in layers]
+        merged[kind] = type(present[0])(**fields)
     return merged

@@ -64,6 +64,8 @@ class Groups:
     shuffled_totals: torch.Tensor | None = None
     """[P, G~] the shuffled completions' rewards (NaN rows for questions without them); only with
     algorithm.temporal_signal=joint, whose advantages compare the two groups."""
+    vision: dict[str, Any] | None = None
+    """The P prompts' media through the frozen vision tower, when the rollout encoded it (None once regrouped)."""
 
     @property
     def group_size(self) -> int:

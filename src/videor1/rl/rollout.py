@@ -2,8 +2,8 @@
 
 The trainer builds one engine at set-up (`build_rollout_engine`, from `generation.engine`) and never asks which
 one it has:
-- `LeanRollouts` (`hf`): videor1's sampler on the policy, each prompt prefilled once, ordered and shuffled rows
-  decoded in one loop (`videor1.models.sampler`);
+- `LeanRollouts` (`hf`): videor1's sampler on the policy, each prompt prefilled once (from the trainer's vision
+  features when it has them), ordered and shuffled rows decoded in one loop (`videor1.models.sampler`);
 - `GenerateRollouts` (`hf-generate`): HF `generate`, one call per group kind, the reference;
 - `VLLMRollouts` (`vllm`): the colocated vLLM engine, fed the trainer's own prompt texts and decoded frames,
   its first prompts checked against the HF processor's, its weights replaced after every optimizer step.
@@ -25,7 +25,7 @@ import torch
 from videor1.config import TrainConfig
 from videor1.models.generation import Completions, SamplingParams, generate_completions
 from videor1.models.inputs import SampleMedia
-from videor1.models.sampler import concat_inputs, sample_completions, split_completions
+from videor1.models.sampler import concat_inputs, concat_vision, sample_completions, split_completions
 
 
 @dataclass
@@ -35,6 +35,9 @@ class PromptBatch:
     texts: list[str]
     media: list[SampleMedia]
     inputs: Any
+    vision: dict[str, Any] | None = None
+    """The media through the policy's vision tower (items in prompt order), where the trainer has them: the
+    lean sampler's prefill takes them instead of encoding the pixels again."""
 
 
 class RolloutEngine(Protocol):
@@ -43,6 +46,9 @@ class RolloutEngine(Protocol):
     off_policy: bool
     """True when another implementation than the policy's forward samples (vLLM): completions carry its
     log-probs, which the trainer compares with its own and may importance-weight."""
+
+    takes_vision: bool
+    """True when the engine prefills from `PromptBatch.vision` (vision features) instead of the pixels."""
 
     def sample(self, ordered: PromptBatch, shuffled: PromptBatch | None) -> tuple[Completions, Completions | None]:
         """G completions per ordered prompt, G~ per shuffled one (None when there is none), prompt-major."""
@@ -65,6 +71,7 @@ class _InProcess:
     """The HF engines sample from the policy itself: weights are always current, nothing to free or close."""
 
     off_policy = False
+    takes_vision = False
 
     def __init__(self, policy: Callable[[], Any], tokenizer: Any, sampling: SamplingParams, num_generations: int,
                  num_shuffled: int):
@@ -84,15 +91,20 @@ class _InProcess:
 class LeanRollouts(_InProcess):
     """`generation.engine: hf`: ordered and shuffled prompts prefilled once each and decoded in one loop."""
 
+    takes_vision = True
+
     def sample(self, ordered: PromptBatch, shuffled: PromptBatch | None) -> tuple[Completions, Completions | None]:
         """G completions per ordered prompt and G~ per shuffled one, from one decode loop."""
         G, num_prompts = self.num_generations, len(ordered.texts)
         if shuffled is None:
             return sample_completions(self.policy(), self.tokenizer, ordered.inputs, self.sampling,
-                                      [G] * num_prompts), None
+                                      [G] * num_prompts, vision=ordered.vision), None
         merged = concat_inputs([ordered.inputs, shuffled.inputs], self.tokenizer.pad_token_id)
+        vision = None
+        if ordered.vision is not None and shuffled.vision is not None:
+            vision = concat_vision([ordered.vision, shuffled.vision])
         both = sample_completions(self.policy(), self.tokenizer, merged, self.sampling,
-                                  [G] * num_prompts + [self.num_shuffled] * len(shuffled.texts))
+                                  [G] * num_prompts + [self.num_shuffled] * len(shuffled.texts), vision=vision)
         first, second = split_completions(both, [G * num_prompts, self.num_shuffled * len(shuffled.texts)])
         return first, second
 
@@ -112,6 +124,7 @@ class VLLMRollouts:
     """`generation.engine: vllm`: the colocated engine samples from the trainer's texts and decoded frames."""
 
     off_policy = True
+    takes_vision = False
 
     def __init__(self, engine: Any, sampling: SamplingParams, eos_ids: list[int], device: torch.device, *,
                  num_generations: int, num_shuffled: int, check_prompts: bool):

@@ -5,9 +5,12 @@ checkpoints, clean exit) does the plumbing; this file is the RL loop only.
 
 Differences from the original Video-R1 trainer, each on purpose:
 - P >= 1 prompts per device, images and videos mixed; p and p̃ are per question (docs/design.md §1).
-- The vision encoder runs once per prompt: at rollout time its features are cached and reused for the
-  reference, the old policy and (when the tower is frozen) the policy forward of every update.
+- The vision encoder runs once per prompt: with the tower frozen, its features are computed before the
+  rollout and reused by the lean sampler's prefill, the reference, the old policy and the policy forward of
+  every update.
 - The shuffled group permutes the frames that were decoded for the ordered group; the file is read once.
+  Shuffled by temporal patch, it also permutes the ordered prompts' pixels and vision features instead of
+  calling the processor and the tower again (`videor1.models.patch_shuffle`).
 - Media that fails to decode is skipped, counted and logged with its path; nothing is substituted.
 - Batch-level statistics (advantage scaling, REINFORCE++ whitening, DAPO's token mean) span the whole step:
   every micro-batch on every process, as TRL computes them, not one micro-batch on one process.
@@ -48,6 +51,7 @@ from videor1.models.inputs import (
     vision_factor,
 )
 from videor1.models.load import disable_dropout
+from videor1.models.patch_shuffle import patch_order, shuffled_features, shuffled_inputs
 from videor1.recipe import Recipe
 from videor1.rl.advantages import ADVANTAGE_ESTIMATORS, informative_groups
 from videor1.rl.data import Loaded, PromptStream
@@ -238,8 +242,9 @@ class GRPOTrainer:
                 }])
             kept = [item for i, item in enumerate(kept) if i not in too_long]
 
-    def _shuffled_media(self, batch: list[Loaded], videos: list[int]) -> list[SampleMedia]:
-        """The video prompts' decoded frames, permuted (per frame or per temporal patch); nothing is re-read.
+    def _shuffled_media(self, batch: list[Loaded], videos: list[int]) -> tuple[list[SampleMedia], list[list[int]]]:
+        """The video prompts' decoded frames permuted (per frame or per temporal patch), and each permutation;
+        nothing is re-read.
 
         Each call of a step (every micro-batch, every dynamic-sampling round) draws its own permutations; the
         counter restarts with each step, so a resumed run draws the same ones.
@@ -247,7 +252,7 @@ class GRPOTrainer:
         seed = shuffle_seed(self.cfg.seed, self.step, self.accelerator.process_index, self._shuffle_draws)
         self._shuffle_draws += 1
         generator = torch.Generator().manual_seed(seed)
-        media = []
+        media, orders = [], []
         for i in videos:
             video = batch[i].media.video
             order = shuffle_permutation(
@@ -255,7 +260,29 @@ class GRPOTrainer:
                 temporal_patch=temporal_patch_size(self.processor), generator=generator,
             )
             media.append(SampleMedia(video=permute_video(video, order)))
-        return media
+            orders.append(order)
+        return media, orders
+
+    @torch.no_grad()
+    def _frozen_vision(self, inputs: Any) -> dict[str, Any] | None:
+        """The prompts' media through the frozen vision tower (detached), or None when the tower trains."""
+        if not self.cfg.model.freeze_vision:
+            return None
+        return detach_vision(encode_vision(self.accelerator.unwrap_model(self.scorer).model, inputs))
+
+    def _shuffled_prompts(self, batch: list[Loaded], texts: list[str], videos: list[int], ordered: PromptBatch
+                          ) -> PromptBatch:
+        """The video prompts on shuffled frames; by temporal patch, the ordered prompts' pixels and features
+        permuted (no processor call, no tower pass)."""
+        video_texts, (media, permutations) = [texts[i] for i in videos], self._shuffled_media(batch, videos)
+        if self.cfg.algorithm.shuffle_mode == "patch":
+            orders = [patch_order(p, temporal_patch_size(self.processor)) for p in permutations]
+            inputs = shuffled_inputs(ordered.inputs, videos, orders)
+            vision = None if ordered.vision is None else shuffled_features(ordered.vision, orders)
+        else:  # single frames change which frames share a temporal patch: the processor and tower see new pairs
+            inputs = processor_inputs(self.processor, video_texts, media).to(self.run.device)
+            vision = None if ordered.vision is None else self._frozen_vision(inputs)
+        return PromptBatch(video_texts, media, inputs, vision)
 
     def _score(self, batch: list[Loaded], texts: list[str], completions: Completions, shuffled: Completions | None,
                videos: list[int], bag: MetricBag) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -304,12 +331,10 @@ class GRPOTrainer:
         batch, texts, inputs = self._next_prompts(size, bag)
         start = time.perf_counter()
         videos = [i for i, item in enumerate(batch) if item.sample.is_video]
-        ordered = PromptBatch(texts, [item.media for item in batch], inputs)
-        shuffled_prompts = None
-        if algo.temporal and videos:
-            video_texts, shuffled_media = [texts[i] for i in videos], self._shuffled_media(batch, videos)
-            shuffled_inputs = processor_inputs(self.processor, video_texts, shuffled_media).to(self.run.device)
-            shuffled_prompts = PromptBatch(video_texts, shuffled_media, shuffled_inputs)
+        # the lean sampler's prefill takes the features the scorer will reuse; other engines read pixels
+        vision = self._frozen_vision(inputs) if self.rollouts.takes_vision else None
+        ordered = PromptBatch(texts, [item.media for item in batch], inputs, vision)
+        shuffled_prompts = self._shuffled_prompts(batch, texts, videos, ordered) if algo.temporal and videos else None
         completions, shuffled = self.rollouts.sample(ordered, shuffled_prompts)
         # every process adds every key, video or not, so the step's metrics reduce as one tensor
         bag.mean("rollout/shuffled_length", shuffled.lengths.float() if shuffled is not None else torch.zeros(0))
@@ -318,7 +343,7 @@ class GRPOTrainer:
         bag.total("perf/generated_tokens", float(generated))
         bag.total("rollout/prompt_mismatches", completions.prompt_mismatches)
         totals, shuffled_totals = self._score(batch, texts, completions, shuffled, videos, bag)
-        return Groups(batch, texts, inputs, completions, totals, shuffled_totals)
+        return Groups(batch, texts, inputs, completions, totals, shuffled_totals, vision)
 
     def _micro_batch_groups(self, bag: MetricBag) -> Groups:
         """P groups to train on; with dynamic sampling, groups with equal rewards are replaced (bounded rounds)."""
@@ -362,7 +387,8 @@ class GRPOTrainer:
         temperature = self.cfg.generation.temperature
         ids, mask = groups.completions.ids, groups.completions.mask
         # a frozen tower gives the same features to the policy, the old policy and the reference: encode once
-        vision = detach_vision(encode_vision(scorer.model, inputs)) if self.cfg.model.freeze_vision else None
+        # (before the rollout, where the sampler took them too and the prompts were not regrouped since)
+        vision = groups.vision if groups.vision is not None else self._frozen_vision(inputs)
         old_logp = old_sampled_logp = None
         if self.cfg.algorithm.num_iterations > 1:
             old_logp, _, old_sampled_logp = scorer(inputs, ids, mask, owners, temperature=temperature, vision=vision,
