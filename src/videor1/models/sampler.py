@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +47,7 @@ from videor1.models.generation import (
 from videor1.models.load import unwrap_peft
 from videor1.models.nucleus import draw
 from videor1.models.positions import prompt_positions
+from videor1.models.shared_prompt import can_share, decoding_from, share_prompt_cache
 
 # Finished rows leave the decode batch once they are a quarter of it: each drop copies the cache, so waiting
 # for a share bounds the copies (to a few dozen for any batch), while long tails stop paying for done rows.
@@ -165,12 +167,14 @@ def sample_completions(
     *,
     generator: torch.Generator | None = None,
     vision: Mapping[str, Any] | None = None,
+    share_prompts: bool = True,
 ) -> Completions:
     """`copies[u]` completions of each left-padded prompt u, prompt-major, with the scorer's log-probs.
 
     `generator` (on the model's device) makes the draws reproducible; without it they use torch's global one.
     `vision`: the prompts' media already through the vision tower (`mm_encoder_outputs`, items in prompt
-    order), which the prefill then takes instead of the pixels.
+    order), which the prefill then takes instead of the pixels. `share_prompts`: on SDPA, decode every row from
+    its prompt's one cached copy (`videor1.models.shared_prompt`); False copies the prompt to each row.
     """
     _refuse_repetition_penalty(params)
     device = _model_device(model)
@@ -196,14 +200,19 @@ def sample_completions(
         out = model(**prompt, **encoded, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache_name = _cache_name(model)
         cache = out[cache_name]
-        cache.batch_select_indices(index)  # U prompt caches -> N rows, prompt u's copies consecutive
-        _reserve_room(cache, prompt_len + steps)
+        sdpa = unwrap_peft(model).config.get_text_config()._attn_implementation == "sdpa"
+        shared = share_prompts and sdpa and can_share(cache)
+        if shared:  # each prompt's cache stays once; rows cache their own tokens (prompt u's rows consecutive)
+            row_map = share_prompt_cache(cache, index, steps)
+        else:  # U prompt caches -> N rows, prompt u's copies consecutive
+            cache.batch_select_indices(index)
+            _reserve_room(cache, prompt_len + steps)
         logits = out.logits[:, -1][index]  # [N, V]
         del out
 
         # every decode step's inputs are slices of these: no tensor is built per token but the token itself
         mask = torch.cat([prompt["attention_mask"][index], prompt["attention_mask"].new_ones(rows, steps)], 1)
-        if unwrap_peft(model).config.get_text_config()._attn_implementation == "sdpa":
+        if sdpa:
             # as the 4-D [N, 1, 1, keys] mask SDPA takes for one query: transformers uses it as given instead of
             # rebuilding it from the 2-D one at every step (eager and FlashAttention want their own formats)
             mask = mask.bool()[:, None, None, :]
@@ -213,31 +222,34 @@ def sample_completions(
         live = torch.arange(rows, device=device)  # the rows still in the batch, as indices of the N
         finished = torch.zeros(rows, dtype=torch.bool, device=device)  # [A] live rows past their EOS
         done = 0
-        for t in range(steps):
-            tokens, logp = sample_next(logits, params, suppressed, generator)  # [A]
-            # rows past their EOS emit pad, as generate does; their log-probs are 0, as the mask says
-            tokens, logp = tokens.masked_fill(finished, pad), logp.masked_fill(finished, 0.0)
-            ids[live, t], logprobs[live, t] = tokens, logp
-            finished |= torch.isin(tokens, eos_ids)
-            done = t + 1
-            stopped = int(finished.sum())  # a host sync, as is top-p's choice between candidates and a full sort
-            if done == steps or stopped == live.numel():
-                break
-            if stopped * _DROP_FRACTION >= live.numel():
-                keep = (~finished).nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                live, tokens, finished = live[keep], tokens[keep], finished[keep]
-                mask, position = mask[keep], position[:, keep]
-            out = model(
-                input_ids=tokens[:, None],
-                attention_mask=mask[..., : prompt_len + t + 1],
-                position_ids=position + t,
-                **{cache_name: cache},
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache, logits = out[cache_name], out.logits[:, -1]
-            del out
+        with decoding_from(cache, row_map) if shared else nullcontext():
+            for t in range(steps):
+                tokens, logp = sample_next(logits, params, suppressed, generator)  # [A]
+                # rows past their EOS emit pad, as generate does; their log-probs are 0, as the mask says
+                tokens, logp = tokens.masked_fill(finished, pad), logp.masked_fill(finished, 0.0)
+                ids[live, t], logprobs[live, t] = tokens, logp
+                finished |= torch.isin(tokens, eos_ids)
+                done = t + 1
+                stopped = int(finished.sum())  # a host sync, as is top-p's choice between candidates and a full sort
+                if done == steps or stopped == live.numel():
+                    break
+                if stopped * _DROP_FRACTION >= live.numel():
+                    keep = (~finished).nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    if shared:
+                        row_map.select(keep)
+                    live, tokens, finished = live[keep], tokens[keep], finished[keep]
+                    mask, position = mask[keep], position[:, keep]
+                out = model(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask[..., : prompt_len + t + 1],
+                    position_ids=position + t,
+                    **{cache_name: cache},
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache, logits = out[cache_name], out.logits[:, -1]
+                del out
     del cache
 
     ids = ids[:, :done]  # pad after each row's EOS already: rows emit pad once finished

@@ -1,0 +1,187 @@
+"""Decoding a prompt's completions from one copy of its KV cache (the lean sampler's path on SDPA).
+
+A prefilled prompt used to be copied to each of its G (or G~) rows before decoding: at Qwen2.5-VL-7B's 57 KB
+of keys and values per token, a 1,100-token video prompt copied to 12 rows is 0.75 GB, and every decode step
+reads every copy. Here each prompt's keys and values stay once, and each row caches only its own completion.
+A row's new token scores its prompt's keys (one matmul per prompt, with all of that prompt's rows as queries)
+and its own keys, takes one softmax over both, and sums the two weighted values: attention over the row's
+[prompt | completion] keys, to rounding.
+
+It reaches the model the way shared-prefix scoring does (`videor1.rl.prefix_attention`): the sampler passes
+each row's whole [N, 1, 1, Lp + t] boolean mask, longer than the t keys the cache hands the attention (the
+row's own), a shape no mask a model builds has; a function registered under `sdpa` recognises it while the
+sampler has made the cache current (`decoding_from`), reads the prompt's keys from the cache's layer, and hands
+every other call to the function it wraps unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+
+class RowMap:
+    """Which prompt each decoded row continues (prompt-major, a prompt's rows consecutive), as grid slots."""
+
+    def __init__(self, owners: torch.Tensor, num_prompts: int):
+        self.num_prompts = num_prompts
+        self._set(owners)
+
+    def _set(self, owners: torch.Tensor) -> None:
+        self.owners = owners  # [N]
+        counts = torch.bincount(owners, minlength=self.num_prompts)  # [U]
+        self.width = max(int(counts.max()), 1)  # C: slots per prompt
+        first = torch.cumsum(counts, 0) - counts  # [U] each prompt's first row
+        slot = torch.arange(owners.numel(), device=owners.device) - first[owners]
+        self.grid = owners * self.width + slot  # [N] row n's place in the [U * C] grid
+        # every prompt has C rows: the grid is the rows themselves, no scatter or gather needed
+        self.full = owners.numel() == self.num_prompts * self.width
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep rows `keep` (in order), as the cache's `batch_select_indices` does."""
+        self._set(self.owners[keep])
+
+
+class SharedPromptLayer(DynamicLayer):
+    """One layer's cache: the prompts' keys and values once [U, KV, Lp, D], and each row's own tokens."""
+
+    def __init__(self, layer: DynamicLayer, rows: int, capacity: int):
+        super().__init__()
+        self.device, self.is_initialized = layer.device, True
+        self.prompt_keys, self.prompt_values = layer.keys, layer.values
+        heads, dim = layer.keys.shape[1], layer.keys.shape[3]
+        self._keys = layer.keys.new_empty((rows, heads, capacity, dim))
+        self._values = layer.values.new_empty((rows, heads, capacity, layer.values.shape[3]))
+        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the rows' new states after their own and return the rows' own states (views of the buffer)."""
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        if end > self._keys.shape[-2]:  # more tokens than reserved: grow, keeping what is written
+            grow = (0, 0, 0, end - self._keys.shape[-2])
+            self._keys = torch.nn.functional.pad(self._keys, grow)
+            self._values = torch.nn.functional.pad(self._values, grow)
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        """Tokens a row has seen: its prompt's (padding included) and its own."""
+        return self.prompt_keys.shape[-2] + self.keys.shape[-2]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the `indices` rows, room included; the prompts stay."""
+        length = self.keys.shape[-2]
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+
+
+def can_share(cache: Any) -> bool:
+    """Whether a prefill's cache can be decoded from shared: a plain `DynamicCache` of full-attention layers."""
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def share_prompt_cache(cache: DynamicCache, owners: torch.Tensor, capacity: int) -> RowMap:
+    """Turn a prefill's cache of U prompts into one for rows `owners` [N] with room for `capacity` own tokens."""
+    num_prompts = cache.layers[0].keys.shape[0]
+    cache.layers = [SharedPromptLayer(layer, owners.numel(), capacity) for layer in cache.layers]
+    return RowMap(owners, num_prompts)
+
+
+_CURRENT: ContextVar[tuple[DynamicCache, RowMap] | None] = ContextVar("videor1_shared_prompt", default=None)
+
+
+@contextmanager
+def decoding_from(cache: DynamicCache, rows: RowMap) -> Iterator[None]:
+    """Within: attention calls with a row mask longer than their keys read the prompts from `cache`."""
+    token = _CURRENT.set((cache, rows))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def _to_grid(rows: RowMap, states: torch.Tensor) -> torch.Tensor:
+    """[N, ...] per row -> [U, C, ...] per prompt slot (zeros in empty slots)."""
+    if rows.full:
+        return states.view(rows.num_prompts, rows.width, *states.shape[1:])
+    grid = states.new_zeros((rows.num_prompts * rows.width, *states.shape[1:]))
+    grid[rows.grid] = states
+    return grid.view(rows.num_prompts, rows.width, *states.shape[1:])
+
+
+def _from_grid(rows: RowMap, grid: torch.Tensor) -> torch.Tensor:
+    """[U, C, ...] per prompt slot -> [N, ...] per row."""
+    flat = grid.flatten(0, 1)
+    return flat if rows.full else flat[rows.grid]
+
+
+def shared_prompt_attention(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prompt_keys: torch.Tensor,
+    prompt_values: torch.Tensor, mask: torch.Tensor, rows: RowMap, *, scaling: float | None = None,
+) -> torch.Tensor:
+    """Attention output [N, 1, H, D] of one new token per row over its prompt's keys and its own.
+
+    query [N, H, 1, D]; keys/values [N, KV, t, D] the rows' own; prompt_keys/values [U, KV, Lp, D];
+    mask [N, 1, 1, Lp + t] boolean, True where a row may attend.
+    """
+    rows_n, heads, _, dim = query.shape
+    num_prompts, kv_heads, prompt_len, _ = prompt_keys.shape
+    rep, width = heads // kv_heads, rows.width
+    scale = dim ** -0.5 if scaling is None else scaling
+    q = query.view(rows_n, kv_heads, rep, dim) * scale  # grouped-query heads: head h reads kv head h // rep
+
+    # the prompt's part: all C slots of a prompt query its keys in one matmul, [U, KV, C*rep, Lp]
+    q_grid = _to_grid(rows, q).transpose(1, 2).reshape(num_prompts, kv_heads, width * rep, dim)
+    prompt_scores = torch.matmul(q_grid, prompt_keys.transpose(-1, -2))
+    prompt_scores = _from_grid(rows, prompt_scores.view(num_prompts, kv_heads, width, rep, prompt_len).transpose(1, 2))
+    own_scores = torch.matmul(q, keys.transpose(-1, -2))  # [N, KV, rep, t]
+    scores = torch.cat([prompt_scores, own_scores], -1).masked_fill(~mask.view(rows_n, 1, 1, -1), float("-inf"))
+    weights = scores.float().softmax(-1).to(values.dtype)  # [N, KV, rep, Lp + t]
+
+    own = torch.matmul(weights[..., prompt_len:], values)  # [N, KV, rep, D]
+    w_grid = _to_grid(rows, weights[..., :prompt_len]).transpose(1, 2).reshape(
+        num_prompts, kv_heads, width * rep, prompt_len)
+    from_prompt = torch.matmul(w_grid, prompt_values)  # [U, KV, C*rep, D]
+    from_prompt = _from_grid(rows, from_prompt.view(num_prompts, kv_heads, width, rep, -1).transpose(1, 2))
+    return (from_prompt + own).reshape(rows_n, 1, heads, -1)
+
+
+def _is_row_mask(mask: Any, key: torch.Tensor) -> bool:
+    return isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.ndim == 4 \
+        and mask.shape[-1] > key.shape[-2]
+
+
+def _dispatching(original: Any) -> Any:
+    """`original` (an attention function) extended with decoding from shared prompts."""
+
+    def attention(
+        module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, Any]:
+        current = _CURRENT.get()
+        if current is not None and _is_row_mask(attention_mask, key):
+            cache, rows = current
+            layer = cache.layers[module.layer_idx]
+            out = shared_prompt_attention(query, key, value, layer.prompt_keys, layer.prompt_values, attention_mask,
+                                          rows, scaling=kwargs.get("scaling"))
+            return out, None
+        return original(module, query, key, value, attention_mask, **kwargs)
+
+    attention.shares_prompt = True  # type: ignore[attr-defined]
+    return attention
+
+
+_original = AttentionInterface._global_mapping.get("sdpa")
+if _original is not None and not getattr(_original, "shares_prompt", False):
+    AttentionInterface.register("sdpa", _dispatching(_original))
