@@ -3,11 +3,12 @@
 HF `generate` repeats each prompt G times *before* the prefill, so a video prompt's frames go through the
 vision tower and the prompt through every layer G times; T-GRPO then calls it a second time for the
 shuffled-frame prompts, and every token passes through a list of Python logits processors. Here the U
-unique prompts are prefilled once (vision included), the KV cache is copied to `copies[u]` rows per prompt,
-and all N rows, ordered and shuffled alike (`concat_inputs`, `split_completions`), are decoded in one loop that
-samples with a few tensor ops. The cache gets room for the whole rollout up front, since HF's `DynamicLayer`
-concatenates (copying every cached token, in every layer, at every step), and rows that have finished leave
-the batch once they are a quarter of it.
+unique prompts are prefilled once (vision included, or given as features), and all N rows, ordered and
+shuffled alike (`concat_inputs`, `split_completions`), are decoded in one loop that samples with a few tensor
+ops. On SDPA each prompt's KV cache stays once and every one of its `copies[u]` rows attends to it
+(`videor1.models.shared_prompt`); otherwise the cache is copied to the rows. Either way the cache gets room for
+the whole rollout up front, since HF's `DynamicLayer` concatenates (copying every cached token, in every layer,
+at every step), and rows that have finished leave the batch once they are a quarter of it.
 
 The distribution is HF `generate`'s with our `SamplingParams` (`videor1.models.generation`): vision
 placeholders suppressed, logits divided by the temperature, then top-k, then top-p with `TopPLogitsWarper`'s

@@ -139,22 +139,24 @@ def shared_prompt_attention(
     num_prompts, kv_heads, prompt_len, _ = prompt_keys.shape
     rep, width = heads // kv_heads, rows.width
     scale = dim ** -0.5 if scaling is None else scaling
-    q = query.view(rows_n, kv_heads, rep, dim) * scale  # grouped-query heads: head h reads kv head h // rep
+    # scores in float32 whatever the model's dtype, as SDPA's kernels keep them; the weights meet the values
+    # in the values' dtype, as theirs do
+    q = query.view(rows_n, kv_heads, rep, dim).float() * scale  # grouped-query heads: head h reads kv head h // rep
 
     # the prompt's part: all C slots of a prompt query its keys in one matmul, [U, KV, C*rep, Lp]
     q_grid = _to_grid(rows, q).transpose(1, 2).reshape(num_prompts, kv_heads, width * rep, dim)
-    prompt_scores = torch.matmul(q_grid, prompt_keys.transpose(-1, -2))
+    prompt_scores = torch.matmul(q_grid, prompt_keys.float().transpose(-1, -2))
     prompt_scores = _from_grid(rows, prompt_scores.view(num_prompts, kv_heads, width, rep, prompt_len).transpose(1, 2))
-    own_scores = torch.matmul(q, keys.transpose(-1, -2))  # [N, KV, rep, t]
+    own_scores = torch.matmul(q, keys.float().transpose(-1, -2))  # [N, KV, rep, t]
     scores = torch.cat([prompt_scores, own_scores], -1).masked_fill(~mask.view(rows_n, 1, 1, -1), float("-inf"))
-    weights = scores.float().softmax(-1).to(values.dtype)  # [N, KV, rep, Lp + t]
+    weights = scores.softmax(-1).to(values.dtype)  # [N, KV, rep, Lp + t]
 
     own = torch.matmul(weights[..., prompt_len:], values)  # [N, KV, rep, D]
     w_grid = _to_grid(rows, weights[..., :prompt_len]).transpose(1, 2).reshape(
         num_prompts, kv_heads, width * rep, prompt_len)
     from_prompt = torch.matmul(w_grid, prompt_values)  # [U, KV, C*rep, D]
     from_prompt = _from_grid(rows, from_prompt.view(num_prompts, kv_heads, width, rep, -1).transpose(1, 2))
-    return (from_prompt + own).reshape(rows_n, 1, heads, -1)
+    return (from_prompt + own).reshape(rows_n, 1, heads, -1).to(query.dtype)
 
 
 def _is_row_mask(mask: Any, key: torch.Tensor) -> bool:
