@@ -109,3 +109,13 @@ def test_the_sampler_draws_the_same_tokens_from_shared_and_copied_prompts(family
     assert calls and min(calls) < max(calls)  # decoded from the shared prompts, and rows left the batch
     assert torch.equal(shared.ids, copied.ids) and torch.equal(shared.mask, copied.mask)
     torch.testing.assert_close(shared.logprobs, copied.logprobs, rtol=1e-5, atol=1e-5)
+
+
+def test_both_dispatches_stay_registered_under_sdpa():
+    """The sampler's and the scorer's dispatch wrap each other; each finds its own marker on the outer one."""
+    from transformers import AttentionInterface
+
+    import videor1.rl.prefix_attention  # noqa: F401 (registers the scorer's dispatch)
+
+    sdpa = AttentionInterface._global_mapping["sdpa"]
+    assert sdpa.shares_prompt and sdpa.shares_prefix

@@ -180,6 +180,7 @@ def _dispatching(original: Any) -> Any:
             return out, None
         return original(module, query, key, value, attention_mask, **kwargs)
 
+    attention.__dict__.update(getattr(original, "__dict__", {}))  # the markers of what it wraps (prefix_attention's)
     attention.shares_prompt = True  # type: ignore[attr-defined]
     return attention
 

@@ -122,6 +122,9 @@ def _dispatching(original: Any) -> Any:
             return out, None
         return original(module, query, key, value, attention_mask, **kwargs)
 
+    # the markers of what it wraps (`videor1.models.shared_prompt` registers its own dispatch the same way),
+    # so each module's check finds its own however many wrap the original and in whichever order
+    attention.__dict__.update(getattr(original, "__dict__", {}))
     attention.shares_prefix = True  # type: ignore[attr-defined]
     return attention
 
