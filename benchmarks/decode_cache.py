@@ -47,10 +47,9 @@ def worker(args: argparse.Namespace, shared: bool) -> dict:
     sampler_module.eos_token_ids = lambda model, tokenizer: suppressed_token_ids(tokenizer)[:1]
     torch.manual_seed(0)
     model, processor = load_model_and_processor(args.work / "model32m", dtype="float32")
-    _ordered, both = prompt_inputs(processor, args.work, args.frames)  # [ordered, shuffled]
-    # P copies of [ordered, shuffled], then the P ordered prompts first, as the trainer lays them out
-    inputs = concat_inputs([both] * args.prompts, processor.tokenizer.pad_token_id)
-    inputs = reorder(inputs, [2 * p for p in range(args.prompts)] + [2 * p + 1 for p in range(args.prompts)])
+    ordered, shuffled = prompt_inputs(processor, args.work, args.frames)
+    # the P ordered prompts first, then their shuffled copies, as the trainer lays them out
+    inputs = concat_inputs([ordered] * args.prompts + [shuffled] * args.prompts, processor.tokenizer.pad_token_id)
     copies = [args.generations] * args.prompts + [args.shuffled] * args.prompts
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_p=0.95)
 
@@ -69,21 +68,6 @@ def worker(args: argparse.Namespace, shared: bool) -> dict:
     return {"shared": shared, "seconds": seconds, "extra_bytes": peak_bytes() - resident,
             "cache_bytes": cache_bytes(model, 2 * args.prompts, prompt_len, sum(copies), args.new_tokens, shared),
             "prompt_tokens": prompt_len, "rows": sum(copies), "ids": out.ids.tolist()}
-
-
-def reorder(inputs: dict, order: list[int]) -> dict:
-    """Prompts (and their one video each) in `order`."""
-    index = torch.tensor(order)
-    out = {}
-    for key, value in inputs.items():
-        if key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts"):
-            out[key] = value[index]
-        elif key == "pixel_values_videos":
-            per_video = value.shape[0] // len(order)  # every video has the same grid here
-            out[key] = value.view(len(order), per_video, -1)[index].flatten(0, 1)
-        else:
-            out[key] = value
-    return out
 
 
 def main() -> None:

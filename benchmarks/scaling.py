@@ -66,10 +66,9 @@ def points() -> list[Point]:
 
 
 def prompt_inputs(processor: object, work: Path, frames: int) -> tuple[dict, dict]:
-    """One video question with `frames` made-up frames: its inputs, and with its shuffled copy (the sampler's)."""
+    """One video question with `frames` made-up frames: its inputs, and its shuffled copy's."""
     from videor1.data.dataset import load_dataset
     from videor1.models.inputs import SampleMedia, permute_video, processor_inputs, prompt_text
-    from videor1.models.sampler import concat_inputs
 
     sample = next(s for s in load_dataset(work / "synth" / "train.json", work / "synth").samples if s.is_video)
     video = made_up_video(frames, SIDE, sample.media_path, torch.Generator().manual_seed(0))
@@ -77,7 +76,7 @@ def prompt_inputs(processor: object, work: Path, frames: int) -> tuple[dict, dic
     text = [prompt_text(processor, sample)]
     ordered = dict(processor_inputs(processor, text, [SampleMedia(video=video)]))
     shuffled = dict(processor_inputs(processor, text, [SampleMedia(video=permute_video(video, order))]))
-    return ordered, concat_inputs([ordered, shuffled], processor.tokenizer.pad_token_id)
+    return ordered, shuffled
 
 
 def worker(point: Point, path: str, model_dir: Path, work: Path) -> dict:
@@ -85,7 +84,7 @@ def worker(point: Point, path: str, model_dir: Path, work: Path) -> dict:
     import videor1.models.sampler as sampler_module
     from videor1.models.generation import SamplingParams, suppressed_token_ids
     from videor1.models.load import load_model_and_processor
-    from videor1.models.sampler import sample_completions, split_completions
+    from videor1.models.sampler import concat_inputs, sample_completions, split_completions
     from videor1.rl.logprobs import CompletionScorer, detach_vision, encode_vision
 
     # every completion exactly T tokens: the random model would end about half of them early, and the table is
@@ -94,7 +93,8 @@ def worker(point: Point, path: str, model_dir: Path, work: Path) -> dict:
     torch.manual_seed(0)
     model, processor = load_model_and_processor(model_dir, dtype="float32")
     model.train()
-    ordered, both = prompt_inputs(processor, work, point.frames)
+    ordered, shuffled = prompt_inputs(processor, work, point.frames)
+    both = concat_inputs([ordered, shuffled], processor.tokenizer.pad_token_id)  # the sampler's one batch
     scorer = CompletionScorer(model, suppressed_token_ids(processor.tokenizer), scoring=PATHS[path])
     generator = torch.Generator().manual_seed(0)
     copies = [point.generations, point.generations // 2]

@@ -48,7 +48,7 @@ from videor1.models.generation import (
 from videor1.models.load import unwrap_peft
 from videor1.models.nucleus import draw
 from videor1.models.positions import prompt_positions
-from videor1.models.shared_prompt import can_share, decoding_from, share_prompt_cache
+from videor1.models.shared_prompt import RowMap, decoding_from
 
 # Finished rows leave the decode batch once they are a quarter of it: each drop copies the cache, so waiting
 # for a share bounds the copies (to a few dozen for any batch), while long tails stop paying for done rows.
@@ -110,7 +110,11 @@ class _ReservedLayer(DynamicLayer):
         super().__init__()
         self.capacity = capacity
         self.device, self.is_initialized = layer.device, True
-        self._allocate(layer.keys, layer.values)
+        self._allocate(*self._first_states(layer))
+
+    def _first_states(self, layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The states the buffer starts with: the layer's own."""
+        return layer.keys, layer.values
 
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         length = keys.shape[-2]
@@ -142,10 +146,41 @@ class _ReservedLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
 
 
+class _SharedPromptLayer(_ReservedLayer):
+    """A layer's cache with the prompts' states once [U, KV, Lp, D] (`prompt_keys`, `prompt_values`, read by
+    `videor1.models.shared_prompt`'s attention) and each row's own tokens in the reserved buffer."""
+
+    def __init__(self, layer: DynamicLayer, rows: int, capacity: int):
+        self.prompt_keys, self.prompt_values, self.rows = layer.keys, layer.values, rows
+        super().__init__(layer, capacity)
+
+    def _first_states(self, layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+        """No token of a row's own yet: `rows` empty rows."""
+        keys, values = layer.keys, layer.values
+        return (keys.new_empty((self.rows, keys.shape[1], 0, keys.shape[3])),
+                values.new_empty((self.rows, values.shape[1], 0, values.shape[3])))
+
+    def get_seq_length(self) -> int:
+        """Tokens a row has seen: its prompt's (padding included) and its own."""
+        return self.prompt_keys.shape[-2] + self.keys.shape[-2]
+
+
+def _is_plain(cache: Any) -> bool:
+    """A plain `DynamicCache` of full-attention layers: the only cache whose layers are replaced here."""
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
 def _reserve_room(cache: Any, capacity: int) -> None:
     """Give a plain `DynamicCache`'s layers room for `capacity` tokens; any other cache is left as it is."""
-    if type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers):
+    if _is_plain(cache):
         cache.layers = [_ReservedLayer(layer, capacity) for layer in cache.layers]
+
+
+def _share_prompts(cache: DynamicCache, owners: torch.Tensor, capacity: int) -> RowMap:
+    """Turn a plain prefill cache of U prompts into one for rows `owners` [N] with room for `capacity` own tokens."""
+    num_prompts = cache.layers[0].keys.shape[0]
+    cache.layers = [_SharedPromptLayer(layer, owners.numel(), capacity) for layer in cache.layers]
+    return RowMap(owners, num_prompts)
 
 
 def _cache_name(model: Any) -> str:
@@ -202,9 +237,9 @@ def sample_completions(
         cache_name = _cache_name(model)
         cache = out[cache_name]
         sdpa = unwrap_peft(model).config.get_text_config()._attn_implementation == "sdpa"
-        shared = share_prompts and sdpa and can_share(cache)
+        shared = share_prompts and sdpa and _is_plain(cache)
         if shared:  # each prompt's cache stays once; rows cache their own tokens (prompt u's rows consecutive)
-            row_map = share_prompt_cache(cache, index, steps)
+            row_map = _share_prompts(cache, index, steps)
         else:  # U prompt caches -> N rows, prompt u's copies consecutive
             cache.batch_select_indices(index)
             _reserve_room(cache, prompt_len + steps)

@@ -10,8 +10,9 @@ and its own keys, takes one softmax over both, and sums the two weighted values:
 It reaches the model the way shared-prefix scoring does (`videor1.rl.prefix_attention`): the sampler passes
 each row's whole [N, 1, 1, Lp + t] boolean mask, longer than the t keys the cache hands the attention (the
 row's own), a shape no mask a model builds has; a function registered under `sdpa` recognises it while the
-sampler has made the cache current (`decoding_from`), reads the prompt's keys from the cache's layer, and hands
-every other call to the function it wraps unchanged.
+sampler has made its cache current (`decoding_from`), reads the prompt's keys from the cache's layer (its
+`prompt_keys` and `prompt_values`, kept by `videor1.models.sampler`), and hands every other call to the function
+it wraps unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 from transformers import AttentionInterface
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicCache
 
 
 class RowMap:
@@ -46,56 +47,6 @@ class RowMap:
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows `keep` (in order), as the cache's `batch_select_indices` does."""
         self._set(self.owners[keep])
-
-
-class SharedPromptLayer(DynamicLayer):
-    """One layer's cache: the prompts' keys and values once [U, KV, Lp, D], and each row's own tokens."""
-
-    def __init__(self, layer: DynamicLayer, rows: int, capacity: int):
-        super().__init__()
-        self.device, self.is_initialized = layer.device, True
-        self.prompt_keys, self.prompt_values = layer.keys, layer.values
-        heads, dim = layer.keys.shape[1], layer.keys.shape[3]
-        self._keys = layer.keys.new_empty((rows, heads, capacity, dim))
-        self._values = layer.values.new_empty((rows, heads, capacity, layer.values.shape[3]))
-        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the rows' new states after their own and return the rows' own states (views of the buffer)."""
-        start = self.keys.shape[-2]
-        end = start + key_states.shape[-2]
-        if end > self._keys.shape[-2]:  # more tokens than reserved: grow, keeping what is written
-            grow = (0, 0, 0, end - self._keys.shape[-2])
-            self._keys = torch.nn.functional.pad(self._keys, grow)
-            self._values = torch.nn.functional.pad(self._values, grow)
-        self._keys[:, :, start:end] = key_states
-        self._values[:, :, start:end] = value_states
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        """Tokens a row has seen: its prompt's (padding included) and its own."""
-        return self.prompt_keys.shape[-2] + self.keys.shape[-2]
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep the `indices` rows, room included; the prompts stay."""
-        length = self.keys.shape[-2]
-        self._keys, self._values = self._keys[indices], self._values[indices]
-        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
-
-
-def can_share(cache: Any) -> bool:
-    """Whether a prefill's cache can be decoded from shared: a plain `DynamicCache` of full-attention layers."""
-    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def share_prompt_cache(cache: DynamicCache, owners: torch.Tensor, capacity: int) -> RowMap:
-    """Turn a prefill's cache of U prompts into one for rows `owners` [N] with room for `capacity` own tokens."""
-    num_prompts = cache.layers[0].keys.shape[0]
-    cache.layers = [SharedPromptLayer(layer, owners.numel(), capacity) for layer in cache.layers]
-    return RowMap(owners, num_prompts)
 
 
 _CURRENT: ContextVar[tuple[DynamicCache, RowMap] | None] = ContextVar("videor1_shared_prompt", default=None)

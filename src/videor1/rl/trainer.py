@@ -268,7 +268,7 @@ class GRPOTrainer:
         """The prompts' media through the frozen vision tower (detached), or None when the tower trains."""
         if not self.cfg.model.freeze_vision:
             return None
-        return detach_vision(encode_vision(self.accelerator.unwrap_model(self.scorer).model, inputs))
+        return detach_vision(encode_vision(self.policy, inputs))
 
     def _shuffled_prompts(self, batch: list[Loaded], texts: list[str], videos: list[int], ordered: PromptBatch
                           ) -> PromptBatch:
